@@ -1,0 +1,48 @@
+/* lockproxy's configuration: defaults, the redis.conf-style file, and command-line flags
+ * (SPEC section 2). Flags override the file. */
+#ifndef LP_CONFIG_H
+#define LP_CONFIG_H
+
+#include <stddef.h>
+#include "proxy/addr.h"
+
+typedef struct lp_config {
+    lp_addr listen;                 /* default 127.0.0.1:6380 */
+    lp_addr upstream;               /* default 127.0.0.1:6379 */
+    int upstream_set;               /* 1 when the file or a flag named an upstream */
+    char *policy_file;              /* NULL: no lock rules, pure pass-through */
+    char *log_file;                 /* NULL: "-" (stderr) */
+    int maxclients;                 /* default 10000, as Redis */
+    long long proto_max_bulk_len;   /* default 512mb, as Redis */
+    long long client_query_buffer_limit; /* default 1gb, as Redis */
+    long long high_water;           /* stop reading the source past this, default 1mb */
+    long long low_water;            /* resume below this, default 256kb */
+    long long hard_limit;           /* close a connection whose queue passes this, default 2gb */
+    long long connect_timeout_ms;   /* upstream connect timeout, default 2000 */
+    long long shutdown_timeout_ms;  /* SIGTERM drain bound, default 5000 */
+
+    /* Actions asked for on the command line. */
+    int check, help, version;
+    const char *config_file;        /* -c FILE, or NULL */
+} lp_config;
+
+void lp_config_defaults(lp_config *c);
+void lp_config_free(lp_config *c);
+
+/* Reads a config file: one "directive value..." per line, '#' comments, blank lines.
+ * Returns 0, or -1 with "FILE:LINE: message" in err. */
+int lp_config_load_file(lp_config *c, const char *path, char *err, size_t errlen);
+
+/* Applies argv: loads -c FILE first (when given), then the other flags over it.
+ * Returns 0, or -1 with a message in err (for a bad file, "FILE:LINE: message"). */
+int lp_config_from_args(lp_config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* The --help text. */
+const char *lp_config_usage(void);
+
+/* Parses a size as Redis does ("512mb", "64k", "1gb", plain bytes). -1 on error. */
+long long lp_parse_memory(const char *s);
+/* Parses a duration: "250ms", "30s", "5m", "1h" or plain milliseconds. -1 on error. */
+long long lp_parse_duration_ms(const char *s);
+
+#endif

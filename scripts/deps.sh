@@ -1,0 +1,15 @@
+#!/bin/sh
+# Installs the Debian packages lockproxy needs to build, test and run, when any is missing.
+# Uses sudo when not root. Extra package names may be passed as arguments (make bench does).
+set -eu
+pkgs="cmake make gcc libc6-dev libuv1-dev libhiredis-dev redis-server redis-tools perl $*"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "lockproxy: installing:$missing" >&2
+if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
