@@ -19,40 +19,58 @@
 
 #define RESP_REPLY_HEAD_MAX 24
 
+/* One open aggregate on the scanner's stack. */
+struct resp_reply_level {
+    unsigned long long left;       /* elements still to come */
+    int attr;                      /* 1 for an attribute, which is not an element itself */
+};
+
 typedef struct resp_reply {
     /* Summary of the last complete frame. */
     char type;                     /* first type byte after any attribute: '+', '*', '>', ... */
-    size_t frame_len;              /* bytes of the whole frame */
-    long long count;               /* elements of a top-level aggregate, or -1 */
+    size_t frame_len;              /* bytes of the whole frame, attributes included */
+    /* Elements of a top-level aggregate, or -1 (not an aggregate, or '*-1'). A map '%n'
+     * counts its keys and values: 2n. */
+    long long count;
     /* The first element of a top-level aggregate when it is a string (simple, bulk or
-     * verbatim): its first RESP_REPLY_HEAD_MAX bytes and its full length. Enough to tell a
-     * pub/sub "message" from a "subscribe" confirmation. */
+     * verbatim, the latter with its "txt:" prefix): its first RESP_REPLY_HEAD_MAX bytes (not
+     * NUL-terminated) and its full length. Enough to tell a pub/sub "message" from a
+     * "subscribe" confirmation. An attribute before the first element is skipped. */
     char head[RESP_REPLY_HEAD_MAX];
     size_t head_len;               /* full length, or (size_t)-1 when not a string */
-    long long last_int;            /* the last integer element directly in the top level */
-    /* The first bytes of a top-level simple string or error (without the type byte). */
+    /* The integer of a ':' reply, or the last integer element directly in a top-level
+     * aggregate; 0 when there is none. */
+    long long last_int;
+    /* The first bytes of a top-level simple string or error (without the type byte and the
+     * CRLF; not NUL-terminated). */
     char line[RESP_REPLY_HEAD_MAX];
-    size_t line_len;               /* full length */
+    size_t line_len;               /* full length; 0 when the frame is not '+' or '-' */
 
-    const char *errstr;
+    const char *errstr;            /* why RESP_ERROR was returned; NULL before */
 
     /* Private scanner state. */
     int state;
-    int depth;                     /* open aggregates */
-    int cap;
-    long long *left;               /* elements still to come per open aggregate */
-    unsigned char *attr;           /* 1 where the open aggregate is an attribute */
-    long long num;                 /* number being parsed */
-    int num_neg, num_digits;
     char cur;                      /* type byte of the value being parsed */
-    long long bulk_left;           /* payload bytes (plus CRLF) still to skip */
-    int elem_index;                /* index of the next element at depth 1 */
-    int capture;                   /* copying the current string into head/line */
-    size_t capture_len;
+    unsigned char in_frame;        /* a frame has begun and not ended */
+    unsigned char first_seen;      /* the top-level aggregate's first element has begun */
+    unsigned char capture;         /* where the current string is copied: none, head, line */
+    unsigned char num_neg;
+    unsigned char num_digits;      /* digits seen, saturating */
+    unsigned long long num;        /* magnitude of the number being parsed */
+    unsigned long long bulk_left;  /* payload bytes still to skip */
+    size_t capture_len;            /* full length of the captured string so far */
+    size_t depth;                  /* open aggregates */
+    size_t cap;                    /* allocated levels */
+    struct resp_reply_level *stack;
+    char errbuf[80];
 } resp_reply;
 
+/* Prepares a scanner at the start of a stream. Allocates nothing; cannot fail. */
 void resp_reply_init(resp_reply *r);
+/* Releases the scanner's stack. Accepts NULL; afterwards r is as after resp_reply_init. */
 void resp_reply_free(resp_reply *r);
+/* See the top of this file. RESP_ERROR is sticky: later calls return it at once, *used 0.
+ * Out of memory for the stack is reported as RESP_ERROR too. */
 resp_status resp_reply_scan(resp_reply *r, const char *buf, size_t len, size_t *used);
 
 #endif

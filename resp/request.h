@@ -41,6 +41,8 @@ typedef struct resp_request {
     long long want_args;           /* multibulk count still to read */
     long long bulk_len;            /* length of the bulk being read, or -1 */
     size_t pos;                    /* bytes of the frame already parsed */
+    size_t scan;                   /* where the search for the current line's end resumes */
+    int nul_seen;                  /* a NUL byte hides the current line's end (as strchr) */
     size_t *offs;                  /* start offset and length of each argument, in pairs */
     int nargs, cap;
     char *scratch;                 /* inline arguments after unquoting */

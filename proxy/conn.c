@@ -1,0 +1,835 @@
+/* One client session: the client connection, its own upstream connection, and the
+ * pending-request queue that pairs every reply with the request it answers.
+ *
+ * Requests. Client bytes are read into blocks and framed by resp/request.c. Only complete
+ * frames are forwarded, as spans of the block they arrived in; a frame still arriving stays
+ * at the end of the block (or is moved to a larger one) until it is complete. A protocol
+ * error becomes a local error line, queued behind the replies still due, then the client is
+ * closed: the bytes that could not be framed never reach Redis.
+ *
+ * Replies. Upstream bytes are forwarded as they arrive. The streaming scanner of
+ * resp/reply.c finds where each top-level frame ends; at that point the frame is either out
+ * of band (a RESP3 push, a RESP2 pub/sub message, a MONITOR line) or the reply to the
+ * request at the head of the queue.
+ *
+ * The queue holds one entry per group of requests that answer alike: PLAIN entries are
+ * run-length encoded (a 10,000-command pipeline of GETs is one entry), SUB entries expect
+ * one reply per channel, and LOCAL entries carry a reply the proxy makes itself, sent when
+ * everything before it has been answered. Request-side state (MULTI, CLIENT REPLY) decides
+ * how many replies a request gets; reply-side state (protocol version, subscriptions,
+ * MONITOR) decides what is out of band. Where the proxy cannot be sure (CLIENT REPLY or
+ * subscriptions inside MULTI), it stops pairing on that session and passes bytes through. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+#include <arpa/inet.h>
+#include "proxy/proxy.h"
+#include "proxy/buf.h"
+#include "resp/request.h"
+#include "resp/reply.h"
+
+enum pend_kind {
+    PEND_PLAIN,      /* n requests, one reply each */
+    PEND_SUB,        /* (P|S)(UN)SUBSCRIBE: n replies, 0 = one per current subscription */
+    PEND_HELLO,      /* switches the protocol on success */
+    PEND_MONITOR,    /* +OK, then MONITOR lines are out of band */
+    PEND_RESET,      /* +RESET clears protocol, subscriptions, MONITOR */
+    PEND_LOCAL       /* a reply made by the proxy */
+};
+
+enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
+
+typedef struct pend {
+    uint8_t kind;
+    uint8_t family;          /* SUB: which subscription count a no-argument form empties */
+    uint8_t close_after;     /* LOCAL: close the client once it is sent */
+    uint8_t proto;           /* HELLO: the version asked for, 0 when none */
+    uint32_t n;
+    lp_block *local;         /* LOCAL: the bytes */
+} pend;
+
+struct session {
+    proxy *px;
+    session *prev, *next;
+    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; uv_handle_t handle; } client, up;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req;
+    int open_handles;
+    char peer[64];
+
+    /* life cycle */
+    unsigned closing : 1;
+    unsigned up_connected : 1;
+    unsigned up_failed : 1;       /* connect failed: answer with errors, then close */
+    unsigned up_gone : 1;         /* upstream closed or failed after connecting */
+    unsigned client_stop : 1;     /* read no more client input (QUIT, error, EOF, drain) */
+    unsigned client_reading : 1;
+    unsigned up_reading : 1;
+    unsigned close_when_flushed : 1;
+    unsigned raw : 1;             /* tracking lost: bytes pass through unpaired */
+    unsigned discard : 1;         /* as Redis after a silent QUIT or protocol error: read and drop */
+    unsigned up_shut : 1;         /* the client half-closed and so did we, towards Redis */
+
+    /* request-side state */
+    unsigned in_multi : 1;
+    unsigned multi_sub : 1;       /* this MULTI queues a command that changes reply accounting */
+    unsigned reply_off : 1;
+    unsigned skip_next : 1;
+    unsigned skip_cur : 1;
+
+    /* reply-side state */
+    unsigned monitor : 1;
+    unsigned last_protocol_error : 1;
+    int proto;
+    long nsub[3];
+
+    /* client input */
+    lp_block *in;                 /* block holding the frame in progress, or NULL */
+    size_t in_start;              /* where that frame starts in it */
+    resp_request req;
+
+    /* upstream input */
+    lp_block *rin;
+    resp_reply rep;
+    int rep_mid;                  /* inside a reply frame */
+
+    /* pending requests, a ring */
+    pend *q;
+    uint32_t qcap, qhead, qlen;
+
+    /* output being collected during one event, and writes in flight */
+    lp_out to_up, to_client;
+    int up_writes, client_writes;
+};
+
+static const char upstream_err_fmt[] = "-ERR lockproxy: upstream unavailable (%s)\r\n";
+
+static void client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void flush(session *s);
+static void update_reading(session *s);
+static void maybe_finish(session *s);
+static void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* ---- pending queue ---- */
+
+static pend *q_tail(session *s) {
+    return s->qlen ? &s->q[(s->qhead + s->qlen - 1) % s->qcap] : NULL;
+}
+
+static pend *q_head(session *s) { return s->qlen ? &s->q[s->qhead] : NULL; }
+
+static pend *q_push(session *s, uint8_t kind) {
+    if (s->qlen == s->qcap) {
+        uint32_t ncap = s->qcap ? s->qcap * 2 : 8;
+        pend *nq = malloc(sizeof(*nq) * ncap);
+        if (nq == NULL) abort();
+        for (uint32_t i = 0; i < s->qlen; i++) nq[i] = s->q[(s->qhead + i) % s->qcap];
+        free(s->q);
+        s->q = nq;
+        s->qcap = ncap;
+        s->qhead = 0;
+    }
+    pend *p = &s->q[(s->qhead + s->qlen) % s->qcap];
+    s->qlen++;
+    memset(p, 0, sizeof(*p));
+    p->kind = kind;
+    p->n = 1;
+    return p;
+}
+
+static void q_pop(session *s) {
+    pend *p = q_head(s);
+    lp_block_unref(p->local);
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qlen--;
+    if (s->qlen == 0) s->qhead = 0;
+}
+
+static void expect_plain(session *s, uint32_t n) {
+    pend *t = q_tail(s);
+    if (t != NULL && t->kind == PEND_PLAIN && t->n < UINT32_MAX - n) t->n += n;
+    else q_push(s, PEND_PLAIN)->n = n;
+}
+
+/* Adds a span to an output, writing what was collected when the request is full. */
+static void emit(session *s, lp_out *o, lp_block *b, size_t off, size_t len) {
+    if (lp_out_add(o, b, off, len)) flush(s);
+}
+
+/* Sends LOCAL entries that reached the head of the queue. */
+static void drain_locals(session *s) {
+    pend *p;
+    while ((p = q_head(s)) != NULL && p->kind == PEND_LOCAL) {
+        emit(s, &s->to_client, p->local, 0, p->local->len);
+        if (p->close_after) {
+            s->client_stop = 1;
+            s->close_when_flushed = 1;
+        }
+        q_pop(s);
+    }
+}
+
+static void queue_local(session *s, const char *bytes, size_t len, int close_after) {
+    pend *p = q_push(s, PEND_LOCAL);
+    p->local = lp_block_copy(bytes, len);
+    if (p->local == NULL) abort();
+    p->close_after = (uint8_t)close_after;
+    drain_locals(s);
+}
+
+/* Stops pairing replies on this session: from now on bytes pass through both ways. */
+static void lose_tracking(session *s, const char *why) {
+    if (s->raw) return;
+    lp_logf("tracking_lost client=%s: %s; passing bytes through", s->peer, why);
+    s->raw = 1;
+    /* Replies still due are no longer paired; local replies queued behind them go now. */
+    while (s->qlen) {
+        pend *p = q_head(s);
+        if (p->kind == PEND_LOCAL) drain_locals(s);
+        else q_pop(s);
+    }
+}
+
+/* ---- writing ---- */
+
+static void write_cb(uv_write_t *req, int status) {
+    lp_wreq *w = (lp_wreq *)req;
+    session *s = req->data;
+    int to_client = req->handle == &s->client.stream;
+    if (to_client) s->client_writes--;
+    else s->up_writes--;
+    lp_wreq_free(w);
+    if (s->closing) return;
+    if (status < 0) {
+        if (!to_client) lp_logf("upstream write failed for client=%s: %s", s->peer, uv_strerror(status));
+        session_close(s);
+        return;
+    }
+    update_reading(s);
+    maybe_finish(s);
+}
+
+static void write_out(session *s, lp_out *o, uv_stream_t *dst, int *count) {
+    lp_wreq *w = lp_out_take(o);
+    if (w == NULL) return;
+    if (s->closing) { lp_wreq_free(w); return; }
+    w->req.data = s;
+    int rc = uv_write(&w->req, dst, w->bufs, (unsigned)w->n, write_cb);
+    if (rc < 0) {
+        lp_wreq_free(w);
+        session_close(s);
+        return;
+    }
+    (*count)++;
+}
+
+/* Writes what the current event produced: one uv_write per direction. */
+static void flush(session *s) {
+    write_out(s, &s->to_up, &s->up.stream, &s->up_writes);
+    write_out(s, &s->to_client, &s->client.stream, &s->client_writes);
+    if (s->closing) return;
+    size_t cq = uv_stream_get_write_queue_size(&s->client.stream);
+    if ((long long)cq > s->px->cfg->hard_limit) {
+        lp_logf("closing client=%s: %zu bytes waiting to be written, over hard-limit", s->peer, cq);
+        session_close(s);
+        return;
+    }
+    update_reading(s);
+}
+
+/* Backpressure: a side is read only while the other side's write queue is below the
+ * high-water mark; once stopped it resumes below the low-water mark. */
+static void update_reading(session *s) {
+    if (s->closing) return;
+    const lp_config *c = s->px->cfg;
+    size_t upq = uv_stream_get_write_queue_size(&s->up.stream);
+    size_t cq = uv_stream_get_write_queue_size(&s->client.stream);
+
+    int want_client = !s->client_stop && ((s->up_connected && !s->up_gone) || s->up_failed);
+    if (want_client) {
+        if (s->client_reading) want_client = (long long)upq <= c->high_water;
+        else want_client = (long long)upq <= c->low_water;
+    }
+    if (want_client && !s->client_reading) {
+        if (uv_read_start(&s->client.stream, lp_alloc_client, client_read_cb) == 0) s->client_reading = 1;
+    } else if (!want_client && s->client_reading) {
+        uv_read_stop(&s->client.stream);
+        s->client_reading = 0;
+    }
+
+    int want_up = s->up_connected && !s->up_gone;
+    if (want_up) {
+        if (s->up_reading) want_up = (long long)cq <= c->high_water;
+        else want_up = (long long)cq <= c->low_water;
+    }
+    if (want_up && !s->up_reading) {
+        if (uv_read_start(&s->up.stream, lp_alloc_up, up_read_cb) == 0) s->up_reading = 1;
+    } else if (!want_up && s->up_reading) {
+        uv_read_stop(&s->up.stream);
+        s->up_reading = 0;
+    }
+}
+
+/* Closes the session once nothing is left to do: no input will come, no reply is due,
+ * and every byte for the client has been written. */
+static void maybe_finish(session *s) {
+    if (s->closing) return;
+    if (s->client_writes > 0 || s->to_client.w != NULL) return;
+    if (s->close_when_flushed) { session_close(s); return; }
+    if (s->client_stop && ((s->qlen == 0 && !s->raw) || s->up_gone)) session_close(s);
+}
+
+/* ---- reading ---- */
+
+/* Client reads continue the block holding the frame in progress; when it is full the frame
+ * moves to a block twice its size. */
+static void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    session *s = h->data;
+    lp_block *b = s->in;
+    if (b != NULL && b->cap - b->len < 1024) {
+        size_t keep = b->len - s->in_start;
+        lp_block *nb = lp_block_new(keep * 2 > LP_BLOCK_SIZE ? keep * 2 : LP_BLOCK_SIZE);
+        if (nb == NULL) { buf->base = NULL; buf->len = 0; return; }
+        memcpy(nb->data, b->data + s->in_start, keep);
+        nb->len = keep;
+        lp_block_unref(b);
+        b = s->in = nb;
+        s->in_start = 0;
+    }
+    if (b == NULL) {
+        b = s->in = lp_block_new(LP_BLOCK_SIZE);
+        s->in_start = 0;
+        if (b == NULL) { buf->base = NULL; buf->len = 0; return; }
+    }
+    buf->base = b->data + b->len;
+    buf->len = b->cap - b->len;
+}
+
+static void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    session *s = h->data;
+    lp_block *b = s->rin;
+    if (b != NULL && b->cap - b->len < 1024) {
+        lp_block_unref(b);
+        b = s->rin = NULL;
+    }
+    if (b == NULL) b = s->rin = lp_block_new(LP_BLOCK_SIZE);
+    if (b == NULL) { buf->base = NULL; buf->len = 0; return; }
+    buf->base = b->data + b->len;
+    buf->len = b->cap - b->len;
+}
+
+/* How many replies a subscribe-family command gets, or -1 when it is not one. */
+static int sub_command(const resp_request *r, uint8_t *family, int *unsub) {
+    const resp_arg *a = &r->argv[0];
+    static const struct { const char *name; uint8_t family; int unsub; } t[] = {
+        {"subscribe", SUB_CHANNEL, 0}, {"psubscribe", SUB_PATTERN, 0}, {"ssubscribe", SUB_SHARD, 0},
+        {"unsubscribe", SUB_CHANNEL, 1}, {"punsubscribe", SUB_PATTERN, 1}, {"sunsubscribe", SUB_SHARD, 1},
+    };
+    if (a->len < 9 || a->len > 12) return -1;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        if (resp_arg_is(a, t[i].name)) {
+            *family = t[i].family;
+            *unsub = t[i].unsub;
+            return r->argc - 1;
+        }
+    }
+    return -1;
+}
+
+/* Decides how the upstream will answer one framed request and records it in the queue.
+ * Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
+ * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
+ * and RESET. Returns 1 to forward the frame, 0 to drop it. */
+static int account_request(session *s, const resp_request *r) {
+    int silent = s->reply_off || s->skip_cur;
+    /* Redis's resetClient() after every frame, empty ones included. */
+    s->skip_cur = s->skip_next;
+    s->skip_next = 0;
+    if (r->argc == 0) return 1;   /* forwarded: Redis ignores it but it ends a SKIP */
+    if (s->raw) return 1;
+
+    const resp_arg *cmd = &r->argv[0];
+    int immediate = !s->in_multi || resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard") ||
+                    resp_arg_is(cmd, "multi") || resp_arg_is(cmd, "watch") ||
+                    resp_arg_is(cmd, "quit") || resp_arg_is(cmd, "reset");
+
+    if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "reply")) {
+        if (!immediate) { lose_tracking(s, "CLIENT REPLY inside MULTI"); return 1; }
+        if (resp_arg_is(&r->argv[2], "on")) {
+            s->reply_off = 0;
+            s->skip_cur = 0;
+            expect_plain(s, 1);
+            return 1;
+        }
+        if (resp_arg_is(&r->argv[2], "off")) {
+            s->reply_off = 1;
+            s->skip_cur = 0;
+            return 1;
+        }
+        if (resp_arg_is(&r->argv[2], "skip")) {
+            if (!s->reply_off) s->skip_cur = 1;  /* resetClient turns SKIP_NEXT into SKIP */
+            return 1;
+        }
+    }
+
+    if (!immediate) {
+        uint8_t fam;
+        int unsub;
+        if (sub_command(r, &fam, &unsub) >= 0 || resp_arg_is(cmd, "hello") || resp_arg_is(cmd, "monitor"))
+            s->multi_sub = 1;
+        if (!silent) expect_plain(s, 1);
+        return 1;
+    }
+
+    if (resp_arg_is(cmd, "multi")) {
+        s->in_multi = 1;
+    } else if (resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard")) {
+        if (resp_arg_is(cmd, "exec") && s->multi_sub && s->in_multi) {
+            s->in_multi = 0;
+            s->multi_sub = 0;
+            lose_tracking(s, "SUBSCRIBE, HELLO or MONITOR inside MULTI/EXEC");
+            return 1;
+        }
+        s->in_multi = 0;
+        s->multi_sub = 0;
+    } else if (resp_arg_is(cmd, "quit")) {
+        /* Redis answers +OK and closes; nothing after it runs. Silenced, it never closes. */
+        if (silent) s->discard = 1;
+        else s->client_stop = 1;
+    } else if (resp_arg_is(cmd, "reset")) {
+        s->in_multi = s->multi_sub = s->reply_off = s->skip_cur = 0;
+        if (!silent) q_push(s, PEND_RESET);
+        return 1;
+    } else if (resp_arg_is(cmd, "hello")) {
+        if (silent) { lose_tracking(s, "HELLO with CLIENT REPLY OFF/SKIP"); return 1; }
+        {
+            pend *p = q_push(s, PEND_HELLO);
+            if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
+                p->proto = (uint8_t)(r->argv[1].ptr[0] - '0');
+        }
+        return 1;
+    } else if (resp_arg_is(cmd, "monitor")) {
+        if (!silent) q_push(s, PEND_MONITOR);
+        return 1;
+    } else {
+        uint8_t fam;
+        int unsub;
+        int n = sub_command(r, &fam, &unsub);
+        if (n >= 0) {
+            if (silent) { lose_tracking(s, "subscribe-family command with CLIENT REPLY OFF/SKIP"); return 1; }
+            if (n == 0 && !unsub) { expect_plain(s, 1); return 1; }   /* arity error */
+            pend *p = q_push(s, PEND_SUB);
+            p->family = fam;
+            p->n = (uint32_t)n;    /* 0: one reply per current subscription, at least one */
+            return 1;
+        }
+    }
+    if (!silent) expect_plain(s, 1);
+    return 1;
+}
+
+/* Frames and forwards what the client sent. */
+static void process_client_input(session *s) {
+    lp_block *b = s->in;
+    size_t fwd_start = s->in_start, pos = s->in_start;
+    while (!s->client_stop && !s->discard && !s->closing) {
+        size_t framelen;
+        resp_status st = resp_request_parse(&s->req, b->data + pos, b->len - pos, &framelen);
+        if (st == RESP_AGAIN) break;
+        if (st == RESP_ERROR) {
+            if (pos > fwd_start && !s->up_failed) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+            fwd_start = pos = b->len;
+            if (s->reply_off || s->skip_cur) {
+                /* Redis closes "after the reply": with nothing left to write it never does,
+                 * and ignores what the client sends. */
+                if (s->qlen > 0 && !s->raw) s->client_stop = 1;
+                else s->discard = 1;
+            } else if (s->raw) {
+                lp_block *e = lp_block_copy(s->req.errstr, s->req.errlen);
+                emit(s, &s->to_client, e, 0, e->len);
+                lp_block_unref(e);
+                s->client_stop = 1;
+                s->close_when_flushed = 1;
+            } else {
+                queue_local(s, s->req.errstr, s->req.errlen, 1);
+                s->client_stop = 1;
+            }
+            break;
+        }
+        if (s->up_failed) {
+            if (s->req.argc > 0) {
+                char line[160];
+                int n = snprintf(line, sizeof(line), upstream_err_fmt, "connect failed");
+                queue_local(s, line, (size_t)n, 0);
+            }
+            pos += framelen;
+            fwd_start = pos;
+            continue;
+        }
+        if (!account_request(s, &s->req)) {
+            if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+            pos += framelen;
+            fwd_start = pos;
+            continue;
+        }
+        pos += framelen;
+    }
+    if (pos > fwd_start && !s->up_failed) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+    s->in_start = pos;
+    if (s->in_start == b->len || s->client_stop || s->discard) {
+        /* Nothing of a frame in progress: drop our reference (writes keep theirs). */
+        lp_block_unref(b);
+        s->in = NULL;
+        s->in_start = 0;
+    } else if ((long long)(b->len - s->in_start) > s->px->cfg->client_query_buffer_limit) {
+        lp_logf("closing client=%s: query buffer over client-query-buffer-limit", s->peer);
+        session_close(s);
+    }
+    if (s->up_failed) {
+        s->client_stop = 1;
+        s->close_when_flushed = 1;
+    }
+}
+
+static void client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+    session *s = st->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        if (nread != UV_EOF) { session_close(s); return; }
+        /* EOF: pass the half-close on to Redis, which (as for a direct client) finishes what
+         * it read, frees the client and closes; replies on the way still reach a client
+         * that only half-closed. */
+        s->client_stop = 1;
+        lp_block_unref(s->in);
+        s->in = NULL;
+        if (s->up_connected && !s->up_gone && !s->up_shut && (s->qlen > 0 || s->raw)) {
+            s->up_shut = 1;
+            if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_gone = 1;
+        }
+        update_reading(s);
+        maybe_finish(s);
+        return;
+    }
+    s->in->len += (size_t)nread;
+    process_client_input(s);
+    if (s->closing) return;
+    flush(s);
+    maybe_finish(s);
+}
+
+static int head_is(const resp_reply *r, const char *word) {
+    size_t n = strlen(word);
+    return r->head_len == n && strncasecmp(r->head, word, n) == 0;
+}
+
+/* Updates the subscription counts from a (P|S)(UN)SUBSCRIBE confirmation: its last element
+ * is the number of subscriptions left (channels plus patterns, or shard channels). */
+static int note_subscription(session *s, const resp_reply *r) {
+    static const char *names[] = {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"};
+    for (int i = 0; i < 6; i++) {
+        if (!head_is(r, names[i])) continue;
+        int fam = i % 3, unsub = i >= 3;
+        long total = fam == SUB_SHARD ? s->nsub[SUB_SHARD] : s->nsub[SUB_CHANNEL] + s->nsub[SUB_PATTERN];
+        if (!unsub && r->last_int > total) s->nsub[fam]++;
+        if (unsub && r->last_int < total && s->nsub[fam] > 0) s->nsub[fam]--;
+        return 1;
+    }
+    return 0;
+}
+
+static int subscribed(const session *s) {
+    return s->nsub[0] + s->nsub[1] + s->nsub[2] > 0;
+}
+
+/* Called when a whole reply frame has been seen: pairs it with its request, or recognises
+ * it as out of band. */
+static void reply_done(session *s) {
+    const resp_reply *r = &s->rep;
+    pend *p = q_head(s);
+    if (r->type == '>') {
+        if (p != NULL && p->kind == PEND_SUB && note_subscription(s, r)) goto sub_reply;
+        return;                                   /* push: out of band */
+    }
+    if (r->type == '*' && subscribed(s) && s->proto != 3 &&
+        (head_is(r, "message") || head_is(r, "pmessage") || head_is(r, "smessage")))
+        return;                                   /* RESP2 pub/sub message */
+    if (s->monitor && r->type == '+' && r->line_len > 0 && isdigit((unsigned char)r->line[0]))
+        return;                                   /* MONITOR line */
+    if (p == NULL) {
+        lose_tracking(s, "reply with no request pending");
+        return;
+    }
+    s->last_protocol_error = r->type == '-' && r->line_len >= 18 && memcmp(r->line, "ERR Protocol error", 18) == 0;
+    switch (p->kind) {
+    case PEND_PLAIN:
+        if (--p->n == 0) q_pop(s);
+        break;
+    case PEND_SUB:
+        if (r->type == '-' || !note_subscription(s, r)) { q_pop(s); break; }
+    sub_reply:
+        if (p->n == 0) {
+            /* The no-argument form: one reply per subscription it drops, at least one. The
+             * count before this reply is the one that matters; note_subscription has just
+             * taken one off when there was one to take. */
+            long left = p->family == SUB_SHARD ? s->nsub[SUB_SHARD] : s->nsub[p->family];
+            if (left <= 0) q_pop(s);
+            break;
+        }
+        if (--p->n == 0) q_pop(s);
+        break;
+    case PEND_HELLO:
+        if (r->type != '-' && p->proto) s->proto = p->proto;
+        q_pop(s);
+        break;
+    case PEND_MONITOR:
+        if (r->type == '+') s->monitor = 1;
+        q_pop(s);
+        break;
+    case PEND_RESET:
+        if (r->type == '+' && r->line_len == 5 && memcmp(r->line, "RESET", 5) == 0) {
+            s->proto = 2;
+            s->monitor = 0;
+            s->nsub[0] = s->nsub[1] = s->nsub[2] = 0;
+        }
+        q_pop(s);
+        break;
+    default:
+        q_pop(s);
+        break;
+    }
+    drain_locals(s);
+}
+
+static void process_upstream_input(session *s, size_t off, size_t len) {
+    lp_block *b = s->rin;
+    if (s->raw) {
+        emit(s, &s->to_client, b, off, len);
+        return;
+    }
+    size_t start = off, end = off + len;
+    while (off < end && !s->closing) {
+        size_t used;
+        resp_status st = resp_reply_scan(&s->rep, b->data + off, end - off, &used);
+        off += used;
+        if (st == RESP_AGAIN) { s->rep_mid = 1; break; }
+        if (st == RESP_ERROR) {
+            lp_logf("closing client=%s: upstream sent bytes that are not RESP (%s)", s->peer,
+                    s->rep.errstr ? s->rep.errstr : "?");
+            emit(s, &s->to_client, b, start, off - start);
+            s->up_gone = 1;
+            s->close_when_flushed = 1;
+            return;
+        }
+        s->rep_mid = 0;
+        /* A local reply may be due right after this frame: forward up to here first. */
+        emit(s, &s->to_client, b, start, off - start);
+        start = off;
+        reply_done(s);
+        if (s->raw) {
+            emit(s, &s->to_client, b, off, end - off);
+            return;
+        }
+    }
+    if (off > start) emit(s, &s->to_client, b, start, off - start);
+}
+
+/* The upstream is gone: every request still waiting gets an error line, then the client is
+ * closed. When Redis itself closed after a protocol error, or mid-reply, it just closes. */
+static void upstream_lost(session *s, const char *why) {
+    s->up_gone = 1;
+    s->client_stop = 1;
+    s->close_when_flushed = 1;
+    if (s->raw || s->rep_mid || s->last_protocol_error) return;
+    char line[200];
+    int n = snprintf(line, sizeof(line), upstream_err_fmt, why);
+    lp_block *e = lp_block_copy(line, (size_t)n);
+    if (e == NULL) abort();
+    while (s->qlen) {
+        pend *p = q_head(s);
+        if (p->kind == PEND_LOCAL) { drain_locals(s); continue; }
+        uint32_t k = p->kind == PEND_PLAIN ? p->n : 1;
+        for (uint32_t i = 0; i < k; i++)
+            emit(s, &s->to_client, e, 0, e->len);
+        q_pop(s);
+    }
+    lp_block_unref(e);
+}
+
+static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+    session *s = st->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        upstream_lost(s, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+        uv_read_stop(st);
+        s->up_reading = 0;
+        flush(s);
+        maybe_finish(s);
+        return;
+    }
+    size_t off = s->rin->len;
+    s->rin->len += (size_t)nread;
+    process_upstream_input(s, off, (size_t)nread);
+    /* Writes hold what they need; an idle session keeps no read block. */
+    lp_block_unref(s->rin);
+    s->rin = NULL;
+    if (s->closing) return;
+    flush(s);
+    maybe_finish(s);
+}
+
+/* ---- connecting ---- */
+
+static void handle_closed(uv_handle_t *h) {
+    session *s = h->data;
+    if (--s->open_handles > 0) return;
+    resp_request_free(&s->req);
+    resp_reply_free(&s->rep);
+    lp_block_unref(s->in);
+    lp_block_unref(s->rin);
+    while (s->qlen) q_pop(s);
+    free(s->q);
+    lp_wreq_free(lp_out_take(&s->to_up));
+    lp_wreq_free(lp_out_take(&s->to_client));
+    free(s);
+}
+
+static void close_handle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, handle_closed);
+}
+
+static void idle_close_cb(uv_timer_t *t) {
+    session_close(t->data);
+}
+
+static void connect_failed(session *s, const char *why) {
+    lp_logf("upstream connect failed for client=%s: %s", s->peer, why);
+    s->up_failed = 1;
+    /* Answer what the client sends with an error line, then close; a client that sends
+     * nothing is closed after connect-timeout. */
+    uv_timer_start(&s->timer, idle_close_cb, (uint64_t)s->px->cfg->connect_timeout_ms, 0);
+    update_reading(s);
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+    session *s = req->data;
+    uv_timer_stop(&s->timer);
+    if (s->closing) return;
+    if (status < 0) {
+        connect_failed(s, status == UV_ECANCELED ? "connect timeout" : uv_strerror(status));
+        return;
+    }
+    s->up_connected = 1;
+    if (s->up.handle.type == UV_TCP) uv_tcp_nodelay(&s->up.tcp, 1);
+    update_reading(s);
+}
+
+/* Closing the handle cancels the connect: connect_cb then sees UV_ECANCELED. */
+static void connect_timeout_cb(uv_timer_t *t) {
+    session *s = t->data;
+    if (s->up_connected || s->closing) return;
+    close_handle(&s->up.handle);
+}
+
+void session_close(session *s) {
+    if (s->closing) return;
+    s->closing = 1;
+    proxy *px = s->px;
+    if (s->prev) s->prev->next = s->next;
+    else px->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    px->nclients--;
+    close_handle(&s->client.handle);
+    close_handle(&s->up.handle);
+    close_handle((uv_handle_t *)&s->timer);
+    if (px->draining && px->sessions == NULL) proxy_drained(px);
+}
+
+void session_drain(session *s) {
+    s->client_stop = 1;
+    update_reading(s);
+    maybe_finish(s);
+}
+
+static void format_peer(session *s) {
+    struct sockaddr_storage sa;
+    int len = sizeof(sa);
+    strcpy(s->peer, "unix");
+    if (s->client.handle.type != UV_TCP) return;
+    if (uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&sa, &len) != 0) return;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&sa;
+        uv_ip4_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+        snprintf(s->peer, sizeof(s->peer), "%s:%d", ip, port);
+    } else if (sa.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&sa;
+        uv_ip6_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+        snprintf(s->peer, sizeof(s->peer), "[%s]:%d", ip, port);
+    }
+}
+
+const char *session_peer(const session *s) { return s->peer; }
+session *lp_session_next(session *s) { return s->next; }
+
+/* Accepts one client and starts connecting its upstream. Returns 0, or a libuv error when
+ * nothing could be accepted. */
+int session_start(proxy *px) {
+    const lp_config *c = px->cfg;
+    session *s = calloc(1, sizeof(*s));
+    if (s == NULL) return UV_ENOMEM;
+    s->px = px;
+    s->proto = 2;
+    resp_request_init(&s->req);
+    s->req.max_bulk_len = c->proto_max_bulk_len;
+    resp_reply_init(&s->rep);
+    if (c->listen.is_unix) uv_pipe_init(px->loop, &s->client.pipe, 0);
+    else uv_tcp_init(px->loop, &s->client.tcp);
+    if (c->upstream.is_unix) uv_pipe_init(px->loop, &s->up.pipe, 0);
+    else uv_tcp_init(px->loop, &s->up.tcp);
+    uv_timer_init(px->loop, &s->timer);
+    s->client.handle.data = s->up.handle.data = s->timer.data = s;
+    s->open_handles = 3;
+    s->next = px->sessions;
+    if (s->next) s->next->prev = s;
+    px->sessions = s;
+    px->nclients++;
+
+    int rc = uv_accept(&px->listener.stream, &s->client.stream);
+    if (rc < 0) {
+        s->client_stop = 1;
+        session_close(s);
+        return rc;
+    }
+    format_peer(s);
+    if (!c->listen.is_unix) uv_tcp_nodelay(&s->client.tcp, 1);
+
+    if (px->nclients > c->maxclients) {
+        static const char full[] = "-ERR max number of clients reached\r\n";
+        lp_block *e = lp_block_copy(full, sizeof(full) - 1);
+        emit(s, &s->to_client, e, 0, e->len);
+        lp_block_unref(e);
+        s->client_stop = 1;
+        s->up_gone = 1;
+        s->close_when_flushed = 1;
+        flush(s);
+        return 0;
+    }
+
+    s->connect_req.data = s;
+    if (c->upstream.is_unix) {
+        uv_pipe_connect(&s->connect_req, &s->up.pipe, c->upstream.path, connect_cb);
+    } else {
+        rc = uv_tcp_connect(&s->connect_req, &s->up.tcp, (const struct sockaddr *)&px->upstream_sa, connect_cb);
+        if (rc < 0) { connect_failed(s, uv_strerror(rc)); return 0; }
+    }
+    uv_timer_start(&s->timer, connect_timeout_cb, (uint64_t)c->connect_timeout_ms, 0);
+    return 0;
+}

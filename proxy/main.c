@@ -1,0 +1,46 @@
+/* lockproxy: command line, --check, --version, --help; then the proxy (proxy.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include "proxy/config.h"
+#include "proxy/proxy.h"
+#include "policy/policy.h"
+
+int main(int argc, char **argv) {
+    lp_config cfg;
+    char err[600];
+    lp_config_defaults(&cfg);
+    if (lp_config_from_args(&cfg, argc, argv, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        lp_config_free(&cfg);
+        return 1;
+    }
+    int rc = 0;
+    if (cfg.help) {
+        fputs(lp_config_usage(), stdout);
+    } else if (cfg.version) {
+        printf("lockproxy %s\n", LOCKPROXY_VERSION);
+    } else if (cfg.check) {
+        char l[300], u[300];
+        lp_addr_format(&cfg.listen, l, sizeof(l));
+        lp_addr_format(&cfg.upstream, u, sizeof(u));
+        printf("listen %s\nupstream %s\n", l, u);
+        if (cfg.policy_file) {
+            policy *p = policy_load(cfg.policy_file, err, sizeof(err));
+            if (p == NULL) {
+                fprintf(stderr, "%s\n", err);
+                rc = 1;
+            } else {
+                printf("policy %s: %zu rule(s)\n", cfg.policy_file, policy_count(p));
+                policy_print(p, stdout);
+                policy_free(p);
+            }
+        } else {
+            printf("policy: none (pure pass-through)\n");
+        }
+        if (rc == 0) printf("configuration OK\n");
+    } else {
+        rc = proxy_run(&cfg);
+    }
+    lp_config_free(&cfg);
+    return rc;
+}

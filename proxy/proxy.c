@@ -1,0 +1,198 @@
+/* The listener, signals and shutdown. Sessions live in conn.c. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <netdb.h>
+#include "proxy/proxy.h"
+#include "proxy/buf.h"
+
+void lp_logf(const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "lockproxy: %s\n", line);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+    proxy *px = server->data;
+    if (status < 0) {
+        /* libuv already keeps EMFILE from spinning (it closes a reserved descriptor, accepts
+         * and drops the pending connection); say so at most once a second. */
+        uint64_t now = uv_now(px->loop);
+        px->accept_errors++;
+        if (now - px->last_emfile_log >= 1000) {
+            lp_logf("accept failed: %s (%llu so far)", uv_strerror(status), (unsigned long long)px->accept_errors);
+            px->last_emfile_log = now;
+        }
+        return;
+    }
+    if (px->draining) return;
+    int rc = session_start(px);
+    if (rc < 0) {
+        uint64_t now = uv_now(px->loop);
+        px->accept_errors++;
+        if (now - px->last_emfile_log >= 1000) {
+            lp_logf("accept failed: %s", uv_strerror(rc));
+            px->last_emfile_log = now;
+        }
+    }
+}
+
+static void close_quietly(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Everything is closed: the loop ends once the last handle is. */
+void proxy_drained(proxy *px) {
+    if (px->listening) close_quietly((uv_handle_t *)&px->listener);
+    close_quietly((uv_handle_t *)&px->sig_term);
+    close_quietly((uv_handle_t *)&px->sig_int);
+    close_quietly((uv_handle_t *)&px->sig_hup);
+    close_quietly((uv_handle_t *)&px->drain_timer);
+}
+
+static void drain_timeout(uv_timer_t *t) {
+    proxy *px = t->data;
+    lp_logf("shutdown-timeout reached: closing %d connection(s)", px->nclients);
+    while (px->sessions) session_close(px->sessions);
+    proxy_drained(px);
+}
+
+/* SIGTERM/SIGINT: stop accepting, let the replies in flight reach their clients, exit. */
+static void on_stop_signal(uv_signal_t *sig, int signum) {
+    proxy *px = sig->data;
+    if (px->draining) return;
+    px->draining = 1;
+    lp_logf("%s: draining %d connection(s)", signum == SIGINT ? "SIGINT" : "SIGTERM", px->nclients);
+    if (px->listening) {
+        close_quietly((uv_handle_t *)&px->listener);
+        px->listening = 0;
+        if (px->cfg->listen.is_unix) unlink(px->cfg->listen.path);
+    }
+    uv_timer_start(&px->drain_timer, drain_timeout, (uint64_t)px->cfg->shutdown_timeout_ms, 0);
+    session *s = px->sessions;
+    while (s) {
+        session *next = lp_session_next(s);
+        session_drain(s);
+        s = next;
+    }
+    if (px->sessions == NULL) proxy_drained(px);
+}
+
+static void on_hup(uv_signal_t *sig, int signum) {
+    proxy *px = sig->data;
+    const char *path = px->cfg->policy_file;
+    if (path == NULL) { lp_logf("SIGHUP: no policy file configured"); return; }
+    char err[512];
+    policy *p = policy_load(path, err, sizeof(err));
+    if (p == NULL) {
+        lp_logf("SIGHUP: policy not reloaded, keeping the old one: %s", err);
+        return;
+    }
+    policy_free(px->policy);
+    px->policy = p;
+    lp_logf("SIGHUP: policy reloaded from %s (%zu rules)", path, policy_count(p));
+}
+
+static int resolve_upstream(proxy *px, char *err, size_t errlen) {
+    const lp_addr *a = &px->cfg->upstream;
+    if (a->is_unix) return 0;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", a->port);
+    int rc = getaddrinfo(a->host, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(err, errlen, "upstream %s: %s", a->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&px->upstream_sa, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int start_listener(proxy *px, char *err, size_t errlen) {
+    const lp_addr *a = &px->cfg->listen;
+    int rc;
+    if (a->is_unix) {
+        uv_pipe_init(px->loop, &px->listener.pipe, 0);
+        unlink(a->path);
+        rc = uv_pipe_bind(&px->listener.pipe, a->path);
+    } else {
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        char port[16];
+        snprintf(port, sizeof(port), "%d", a->port);
+        int g = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
+        if (g != 0 || res == NULL) {
+            snprintf(err, errlen, "listen %s: %s", a->host, gai_strerror(g));
+            return -1;
+        }
+        uv_tcp_init(px->loop, &px->listener.tcp);
+        rc = uv_tcp_bind(&px->listener.tcp, res->ai_addr, 0);
+        freeaddrinfo(res);
+    }
+    px->listener.stream.data = px;
+    px->listening = 1;
+    if (rc == 0) rc = uv_listen(&px->listener.stream, 511, on_connection);
+    if (rc < 0) {
+        char addr[300];
+        lp_addr_format(a, addr, sizeof(addr));
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+int proxy_run(const lp_config *cfg) {
+    proxy px;
+    char err[600];
+    memset(&px, 0, sizeof(px));
+    px.cfg = cfg;
+    px.loop = uv_default_loop();
+    signal(SIGPIPE, SIG_IGN);
+
+    if (cfg->policy_file) {
+        px.policy = policy_load(cfg->policy_file, err, sizeof(err));
+        if (px.policy == NULL) { fprintf(stderr, "%s\n", err); return 1; }
+    }
+    if (resolve_upstream(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0) {
+        fprintf(stderr, "lockproxy: %s\n", err);
+        policy_free(px.policy);
+        if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
+        uv_run(px.loop, UV_RUN_DEFAULT);
+        uv_loop_close(px.loop);
+        return 1;
+    }
+    uv_signal_init(px.loop, &px.sig_term);
+    uv_signal_init(px.loop, &px.sig_int);
+    uv_signal_init(px.loop, &px.sig_hup);
+    uv_timer_init(px.loop, &px.drain_timer);
+    px.sig_term.data = px.sig_int.data = px.sig_hup.data = px.drain_timer.data = &px;
+    uv_signal_start(&px.sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&px.sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&px.sig_hup, on_hup, SIGHUP);
+    uv_unref((uv_handle_t *)&px.drain_timer);
+
+    char l[300], u[300];
+    lp_addr_format(&cfg->listen, l, sizeof(l));
+    lp_addr_format(&cfg->upstream, u, sizeof(u));
+    lp_logf("listening on %s, upstream %s, %zu lock rule(s)", l, u, px.policy ? policy_count(px.policy) : (size_t)0);
+
+    uv_run(px.loop, UV_RUN_DEFAULT);
+    uv_loop_close(px.loop);
+    policy_free(px.policy);
+    lp_block_pool_drain();
+    lp_logf("stopped");
+    return 0;
+}

@@ -1,0 +1,55 @@
+/* The proxy: a libuv loop that accepts clients and pairs each with its own upstream
+ * connection to redis-server.
+ *
+ *   client ──bytes──▶ resp/ request framer ──▶ policy/ decision ──▶ upstream (redis-server)
+ *      ▲                 │ complete frames only;     (issue 3)            │
+ *      │                 │ a protocol error becomes                       │
+ *      │                 ▼ a local error line                             ▼
+ *      │          pending-request queue  ◀──pairs──  resp/ reply scanner ◀─┘
+ *      └──── replies, forwarded as they stream in, in request order;
+ *            pushes, pub/sub messages and MONITOR lines pass out of band.
+ *
+ * Bytes are forwarded as spans of the blocks they were read into (proxy/buf.h): one
+ * uv_write per read event, no copy of a request or a reply on the way through. */
+#ifndef LP_PROXY_H
+#define LP_PROXY_H
+
+#include <uv.h>
+#include <sys/socket.h>
+#include "proxy/config.h"
+#include "policy/policy.h"
+
+typedef struct session session;
+
+typedef struct proxy {
+    uv_loop_t *loop;
+    const lp_config *cfg;
+    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; } listener;
+    int listening;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t drain_timer;
+    struct sockaddr_storage upstream_sa;   /* resolved once at start (TCP upstreams) */
+    policy *policy;                        /* NULL: pure pass-through */
+    session *sessions;                     /* every open session, for shutdown */
+    int nclients;
+    int draining;
+    uint64_t accept_errors;
+    uint64_t last_emfile_log;
+} proxy;
+
+/* Runs the proxy until SIGTERM/SIGINT drain it. Returns the process exit status. */
+int proxy_run(const lp_config *cfg);
+
+/* Session life cycle, in conn.c. */
+int session_start(proxy *px);          /* accept one pending client */
+void session_drain(session *s);        /* stop reading; close once replies are flushed */
+void session_close(session *s);        /* close now */
+const char *session_peer(const session *s);
+session *lp_session_next(session *s);
+/* Called by session_close() when draining and the last session has gone. */
+void proxy_drained(proxy *px);
+
+/* Operational messages to stderr: "lockproxy: ...". */
+void lp_logf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

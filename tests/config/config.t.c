@@ -1,0 +1,388 @@
+/* Configuration: addresses, sizes, durations, the config file and its errors, flags. */
+#include "tap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "policy/policy.h"
+#include "proxy/addr.h"
+#include "proxy/config.h"
+
+static char path[64];           /* the temp file of the current test */
+static char err[1024];
+
+/* Writes text to a fresh temp file named in path. */
+static void write_tmp(const char *text)
+{
+    strcpy(path, "/tmp/lp-config-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) bail_out("mkstemp/write failed");
+    close(fd);
+}
+
+/* Loads text as a config file over the defaults. The caller frees c. */
+static int load(lp_config *c, const char *text)
+{
+    lp_config_defaults(c);
+    write_tmp(text);
+    err[0] = '\0';
+    int rc = lp_config_load_file(c, path, err, sizeof err);
+    unlink(path);
+    return rc;
+}
+
+/* Checks that text fails with exactly "TMPFILE:LINE: msg". */
+static void file_error(const char *text, int line, const char *msg)
+{
+    lp_config c;
+    char want[1024];
+    int rc = load(&c, text);
+    snprintf(want, sizeof want, "%s:%d: %s", path, line, msg);
+    ok(rc == -1, "rejected: %s", msg);
+    is_string(err, want, "  message");
+    lp_config_free(&c);
+}
+
+static void addr_ok(const char *s, int is_unix, const char *host_or_path, int port, const char *formatted)
+{
+    lp_addr a;
+    char out[300];
+    err[0] = '\0';
+    if (!ok(lp_addr_parse(s, &a, err, sizeof err) == 0, "address '%s' parses", s)) diag("%s", err);
+    is_int(a.is_unix, is_unix, "  is_unix");
+    is_string(is_unix ? a.path : a.host, host_or_path, "  %s", is_unix ? "path" : "host");
+    if (!is_unix) is_int(a.port, port, "  port");
+    lp_addr_format(&a, out, sizeof out);
+    is_string(out, formatted, "  formats back");
+}
+
+static void addr_bad(const char *s, const char *msg)
+{
+    lp_addr a;
+    char want[600];
+    snprintf(want, sizeof want, "bad address '%s': %s", s, msg);
+    ok(lp_addr_parse(s, &a, err, sizeof err) == -1, "address '%.40s' rejected", s);
+    is_string(err, want, "  message");
+}
+
+static void test_addresses(void)
+{
+    const char *forms = "missing port (expected HOST:PORT, [IPv6]:PORT or unix:/path)";
+    char longpath[200], longhost[300];
+
+    addr_ok("127.0.0.1:6380", 0, "127.0.0.1", 6380, "127.0.0.1:6380");
+    addr_ok("localhost:1", 0, "localhost", 1, "localhost:1");
+    addr_ok("redis.example.com:65535", 0, "redis.example.com", 65535, "redis.example.com:65535");
+    addr_ok("[::1]:6379", 0, "::1", 6379, "[::1]:6379");
+    addr_ok("[fe80::1%eth0]:7000", 0, "fe80::1%eth0", 7000, "[fe80::1%eth0]:7000");
+    addr_ok("unix:/tmp/redis.sock", 1, "/tmp/redis.sock", 0, "unix:/tmp/redis.sock");
+    addr_ok("unix:relative.sock", 1, "relative.sock", 0, "unix:relative.sock");
+
+    addr_bad("", "empty (expected HOST:PORT, [IPv6]:PORT or unix:/path)");
+    addr_bad("localhost", forms);
+    addr_bad("[::1]", forms);
+    addr_bad("[::1]6379", forms);
+    addr_bad("[::1:6379", "missing ']' after the IPv6 address");
+    addr_bad("::1:6379", "an IPv6 address needs brackets, as in [::1]:6379");
+    addr_bad(":6379", "empty host");
+    addr_bad("[]:6379", "empty host");
+    addr_bad("a b:6379", "bad character in host");
+    addr_bad("host:0", "bad port '0' (expected 1 to 65535)");
+    addr_bad("host:65536", "bad port '65536' (expected 1 to 65535)");
+    addr_bad("host:", "bad port '' (expected 1 to 65535)");
+    addr_bad("host:63a", "bad port '63a' (expected 1 to 65535)");
+    addr_bad("host:-1", "bad port '-1' (expected 1 to 65535)");
+    addr_bad("host:000006379", "bad port '000006379' (expected 1 to 65535)");
+    addr_bad("unix:", "empty unix socket path");
+
+    /* sun_path holds 107 bytes and the NUL. */
+    strcpy(longpath, "unix:/");
+    memset(longpath + 6, 'p', 106);
+    longpath[112] = '\0';
+    lp_addr a;
+    ok(lp_addr_parse(longpath, &a, err, sizeof err) == 0 && strlen(a.path) == 107, "107-byte socket path fits");
+    strcat(longpath, "p");
+    addr_bad(longpath, "unix socket path longer than 107 bytes");
+    memset(longhost, 'h', 255);
+    strcpy(longhost + 255, ":1");
+    ok(lp_addr_parse(longhost, &a, err, sizeof err) == 0, "255-byte host fits");
+    memset(longhost, 'h', 256);
+    strcpy(longhost + 256, ":1");
+    addr_bad(longhost, "host longer than 255 bytes");
+}
+
+static void test_sizes_and_durations(void)
+{
+    static const struct { const char *s; long long v; } mem[] = {
+        {"0", 0}, {"100", 100}, {"1b", 1}, {"64k", 64000}, {"100kb", 102400}, {"64KB", 65536},
+        {"3m", 3000000}, {"512mb", 512LL << 20}, {"2Mb", 2LL << 20}, {"5g", 5000000000LL},
+        {"1gb", 1LL << 30}, {"1GB", 1LL << 30}, {"9223372036854775807", 9223372036854775807LL},
+        {"", -1}, {"kb", -1}, {"-1", -1}, {"+1", -1}, {"1.5mb", -1}, {"1tb", -1}, {" 1", -1},
+        {"1 mb", -1}, {"1mbx", -1}, {"9223372036854775808", -1}, {"8589934592gb", -1},
+    };
+    static const struct { const char *s; long long v; } dur[] = {
+        {"250ms", 250}, {"30s", 30000}, {"5m", 300000}, {"1h", 3600000}, {"1500", 1500},
+        {"0", 0}, {"30S", 30000}, {"2MS", 2}, {"", -1}, {"ms", -1}, {"1d", -1}, {"1.5s", -1},
+        {"-5", -1}, {"5 s", -1}, {"9223372036854775807h", -1},
+    };
+    for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
+        is_int(lp_parse_memory(mem[i].s), mem[i].v, "memory '%s'", mem[i].s);
+    for (size_t i = 0; i < sizeof dur / sizeof dur[0]; i++)
+        is_int(lp_parse_duration_ms(dur[i].s), dur[i].v, "duration '%s'", dur[i].s);
+}
+
+static void test_defaults(void)
+{
+    lp_config c;
+    char a[300];
+    lp_config_defaults(&c);
+    lp_addr_format(&c.listen, a, sizeof a);
+    is_string(a, "127.0.0.1:6380", "default listen");
+    lp_addr_format(&c.upstream, a, sizeof a);
+    is_string(a, "127.0.0.1:6379", "default upstream");
+    ok(!c.upstream_set && !c.policy_file && !c.log_file && !c.config_file, "nothing else set");
+    ok(!c.check && !c.help && !c.version, "no actions");
+    is_int(c.maxclients, 10000, "maxclients");
+    is_int(c.proto_max_bulk_len, 512LL << 20, "proto-max-bulk-len");
+    is_int(c.client_query_buffer_limit, 1LL << 30, "client-query-buffer-limit");
+    is_int(c.high_water, 1 << 20, "high-water");
+    is_int(c.low_water, 256 << 10, "low-water");
+    is_int(c.hard_limit, 2LL << 30, "hard-limit");
+    is_int(c.connect_timeout_ms, 2000, "connect-timeout");
+    is_int(c.shutdown_timeout_ms, 5000, "shutdown-timeout");
+    lp_config_free(&c);
+    lp_config_free(&c);
+    ok(1, "free twice is safe");
+}
+
+static void test_file(void)
+{
+    lp_config c;
+    char a[300];
+    int rc = load(&c,
+        "# a comment\n"
+        "\n"
+        "   # an indented comment\n"
+        "LISTEN [::1]:7000\n"
+        "upstream unix:/run/redis.sock   # trailing comment\n"
+        "policy \"my dir/policy #1.conf\"\n"
+        "log /var/log/lockproxy.log\n"
+        "maxclients 12\n"
+        "proto-max-bulk-len 2mb\n"
+        "client-query-buffer-limit 64MB\n"
+        "high-water 100kb\n"
+        "low-water 10kb\n"
+        "hard-limit 1gb\n"
+        "connect-timeout 250ms\n"
+        "\tshutdown-timeout\t1m\r\n"
+        "policy \"again\\\\\\\"x\\x41\"\n"
+        "log \"-\"");
+    if (!is_int(rc, 0, "full file loads")) diag("%s", err);
+    lp_addr_format(&c.listen, a, sizeof a);
+    is_string(a, "[::1]:7000", "listen");
+    lp_addr_format(&c.upstream, a, sizeof a);
+    is_string(a, "unix:/run/redis.sock", "upstream");
+    is_int(c.upstream_set, 1, "upstream_set");
+    is_string(c.policy_file, "again\\\"xA", "policy: last one wins, escapes decoded");
+    ok(c.log_file == NULL, "log \"-\" is stderr");
+    is_int(c.maxclients, 12, "maxclients");
+    is_int(c.proto_max_bulk_len, 2 << 20, "proto-max-bulk-len");
+    is_int(c.client_query_buffer_limit, 64 << 20, "client-query-buffer-limit");
+    is_int(c.high_water, 102400, "high-water");
+    is_int(c.low_water, 10240, "low-water");
+    is_int(c.hard_limit, 1 << 30, "hard-limit");
+    is_int(c.connect_timeout_ms, 250, "connect-timeout");
+    is_int(c.shutdown_timeout_ms, 60000, "shutdown-timeout (tabs, CRLF)");
+    lp_config_free(&c);
+
+    rc = load(&c, "policy \"my dir/policy #1.conf\"\nlog audit.log\nlisten 0.0.0.0:6390");
+    is_int(rc, 0, "file without a final newline");
+    is_string(c.policy_file, "my dir/policy #1.conf", "quoted value keeps spaces and #");
+    is_string(c.log_file, "audit.log", "log file");
+    is_int(c.upstream_set, 0, "upstream_set stays 0 when the file names none");
+    lp_config_free(&c);
+
+    is_int(load(&c, ""), 0, "empty file");
+    lp_config_free(&c);
+    is_int(load(&c, "high-water 4mb\nlow-water 1mb\n"), 0, "marks may be raised together");
+    lp_config_free(&c);
+}
+
+static void test_file_errors(void)
+{
+    const char *addr_forms = "missing port (expected HOST:PORT, [IPv6]:PORT or unix:/path)";
+    char msg[256];
+
+    file_error("bogus 1\n", 1, "unknown directive 'bogus'");
+    file_error("# c\n\nmaxclients 5\nrequirepass x\n", 4, "unknown directive 'requirepass'");
+    file_error("listen\n", 1, "wrong number of arguments for 'listen' (expected 1, got 0)");
+    file_error("\nmaxclients 1 2\n", 2, "wrong number of arguments for 'maxclients' (expected 1, got 2)");
+    snprintf(msg, sizeof msg, "listen: bad address 'nope': %s", addr_forms);
+    file_error("listen nope\n", 1, msg);
+    file_error("upstream host:99999\n", 1, "upstream: bad address 'host:99999': bad port '99999' (expected 1 to 65535)");
+    file_error("maxclients many\n", 1, "maxclients: bad number 'many'");
+    file_error("maxclients 10k\n", 1, "maxclients: bad number '10k'");
+    file_error("maxclients 0\n", 1, "maxclients: '0' is too small (minimum 1)");
+    file_error("maxclients 3000000000\n", 1, "maxclients: '3000000000' is too large (maximum 2147483647)");
+    file_error("proto-max-bulk-len lots\n", 1,
+               "proto-max-bulk-len: bad size 'lots' (expected bytes, or e.g. 64kb, 512mb, 1gb)");
+    file_error("proto-max-bulk-len 1kb\n", 1, "proto-max-bulk-len: '1kb' is too small (minimum 1mb)");
+    file_error("client-query-buffer-limit 1000000\n", 1,
+               "client-query-buffer-limit: '1000000' is too small (minimum 1mb)");
+    file_error("high-water 0\n", 1, "high-water: '0' is too small (minimum 1)");
+    file_error("hard-limit -1\n", 1, "hard-limit: bad size '-1' (expected bytes, or e.g. 64kb, 512mb, 1gb)");
+    file_error("connect-timeout 5x\n", 1,
+               "connect-timeout: bad duration '5x' (expected milliseconds, or e.g. 250ms, 30s, 5m, 1h)");
+    file_error("shutdown-timeout 0s\n", 1, "shutdown-timeout: '0s' is too small (minimum 1ms)");
+    file_error("policy \"\"\n", 1, "policy: empty file name");
+    file_error("log \"\"\n", 1, "log: empty file name");
+    file_error("log \"a\\x00b\"\n", 1, "NUL byte in a token");
+    file_error("log \"audit.log\n", 1, "unterminated quote in \"audit.log");
+    file_error("log \"audit.log\"x more\n", 1, "closing quote must be followed by a space in \"audit.log\"x");
+    file_error("log \"a\\qb\" x\n", 1, "bad escape in \"a\\qb\" (expected \\\", \\\\ or \\xHH)");
+    file_error("log \"a\\x4\"\n", 1, "bad escape in \"a\\x4\" (expected \\\", \\\\ or \\xHH)");
+    file_error("maxclients 5\nlow-water 2mb\n", 2, "low-water (2097152) must be less than high-water (1048576)");
+    file_error("low-water 1mb\n\nhigh-water 1mb\n", 3, "low-water (1048576) must be less than high-water (1048576)");
+    file_error("high-water 100kb\n", 1, "low-water (262144) must be less than high-water (102400)");
+    file_error("hard-limit 1kb\n", 1, "hard-limit (1024) must be greater than high-water (1048576)");
+    file_error("high-water 3gb\nlow-water 1gb\n", 1, "hard-limit (2147483648) must be greater than high-water (3221225472)");
+
+    lp_config c;
+    lp_config_defaults(&c);
+    ok(lp_config_load_file(&c, "/nonexistent/lockproxy.conf", err, sizeof err) == -1, "missing file");
+    is_string(err, "/nonexistent/lockproxy.conf: No such file or directory", "  message");
+    ok(lp_config_load_file(&c, "/tmp", err, sizeof err) == -1, "a directory");
+    is_string(err, "/tmp: Is a directory", "  message");
+    lp_config_free(&c);
+}
+
+/* Runs lp_config_from_args on a NULL-terminated argument list after "lockproxy". */
+#define ARGS(c, ...) from_args(c, (const char *[]){"lockproxy", __VA_ARGS__, NULL})
+static int from_args(lp_config *c, const char **argv)
+{
+    int argc = 0;
+    while (argv[argc]) argc++;
+    lp_config_defaults(c);
+    err[0] = '\0';
+    return lp_config_from_args(c, argc, (char **)argv, err, sizeof err);
+}
+
+static void test_flags(void)
+{
+    lp_config c;
+    char a[300], file[64], want[256];
+
+    write_tmp("listen 127.0.0.1:7001\nupstream 10.0.0.1:6379\npolicy file.policy\nlog file.log\n");
+    strcpy(file, path);
+
+    is_int(ARGS(&c, "--listen", "127.0.0.1:7002", "--log", "-", "-c", file), 0, "flags before -c");
+    lp_addr_format(&c.listen, a, sizeof a);
+    is_string(a, "127.0.0.1:7002", "  --listen overrides the file even when -c comes last");
+    lp_addr_format(&c.upstream, a, sizeof a);
+    is_string(a, "10.0.0.1:6379", "  upstream from the file");
+    is_int(c.upstream_set, 1, "  upstream_set from the file");
+    is_string(c.policy_file, "file.policy", "  policy from the file");
+    ok(c.log_file == NULL, "  --log - overrides the file's log");
+    is_string(c.config_file, file, "  config_file recorded");
+    lp_config_free(&c);
+
+    is_int(ARGS(&c, "--policy=flag.policy", "-c", file, "--upstream=[::1]:6400", "--check"), 0,
+           "-c in the middle, --flag=value form");
+    is_string(c.policy_file, "flag.policy", "  --policy= overrides");
+    lp_addr_format(&c.upstream, a, sizeof a);
+    is_string(a, "[::1]:6400", "  --upstream= overrides");
+    is_int(c.check, 1, "  --check");
+    lp_config_free(&c);
+
+    is_int(ARGS(&c, "--upstream", "unix:/tmp/r.sock", "--log=audit.log"), 0, "no config file");
+    is_int(c.upstream_set, 1, "  --upstream sets upstream_set");
+    is_string(c.log_file, "audit.log", "  --log=");
+    ok(c.config_file == NULL, "  no config_file");
+    lp_config_free(&c);
+
+    is_int(ARGS(&c, "--version"), 0, "--version");
+    ok(c.version && !c.help, "  version set");
+    is_int(ARGS(&c, "-v"), 0, "-v");
+    ok(c.version, "  version set");
+    is_int(ARGS(&c, "-c", "/nonexistent.conf", "--help"), 0, "--help does not read -c");
+    ok(c.help, "  help set");
+    is_int(ARGS(&c, "-h"), 0, "-h");
+    ok(c.help, "  help set");
+
+    ok(ARGS(&c, "--bogus") == -1, "unknown flag");
+    is_string(err, "unknown flag '--bogus' (try --help)", "  message");
+    ok(ARGS(&c, "--listen", "127.0.0.1:1", "stray") == -1, "stray argument");
+    is_string(err, "unknown flag 'stray' (try --help)", "  message");
+    ok(ARGS(&c, "-c", file, "--listen") == -1, "missing value");
+    is_string(err, "--listen needs a value", "  message");
+    ok(ARGS(&c, "-c") == -1, "-c without a file");
+    is_string(err, "-c needs a value", "  message");
+    ok(ARGS(&c, "--check=yes") == -1, "value for a switch");
+    is_string(err, "--check takes no value", "  message");
+    ok(ARGS(&c, "-c", file, "-c", file) == -1, "-c twice");
+    is_string(err, "-c given more than once", "  message");
+    ok(ARGS(&c, "--listen", "6380") == -1, "bad --listen");
+    is_string(err, "--listen: bad address '6380': missing port (expected HOST:PORT, [IPv6]:PORT or unix:/path)",
+              "  message");
+    ok(ARGS(&c, "--policy=") == -1, "empty --policy");
+    is_string(err, "--policy: empty file name", "  message");
+    ok(ARGS(&c, "-c", "/nonexistent.conf") == -1, "missing -c file");
+    is_string(err, "/nonexistent.conf: No such file or directory", "  message");
+    ok(ARGS(&c, "--bogus", "-c", "/nonexistent.conf") == -1, "a flag typo is reported before the file");
+    is_string(err, "unknown flag '--bogus' (try --help)", "  message");
+    lp_config_free(&c);
+    unlink(file);
+
+    write_tmp("maxclients 5\nmaxclients five\n");
+    strcpy(file, path);
+    ok(ARGS(&c, "--listen", "127.0.0.1:1", "-c", file) == -1, "bad -c file");
+    snprintf(want, sizeof want, "%s:2: maxclients: bad number 'five'", file);
+    is_string(err, want, "  FILE:LINE message");
+    lp_config_free(&c);
+    unlink(file);
+
+    const char *usage = lp_config_usage();
+    const char *names[] = {"-c FILE", "--listen ADDR", "--upstream ADDR", "--policy FILE",
+                           "--log FILE|-", "--check", "--version", "--help"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        ok(strstr(usage, names[i]) != NULL, "usage lists %s", names[i]);
+}
+
+static void test_shipped(void)
+{
+    lp_config c, d;
+    char a[300];
+    lp_config_defaults(&c);
+    lp_config_defaults(&d);
+    int rc = lp_config_load_file(&c, LOCKPROXY_SRC "/conf/lockproxy.conf", err, sizeof err);
+    if (!is_int(rc, 0, "shipped conf/lockproxy.conf parses")) diag("%s", err);
+    lp_addr_format(&c.listen, a, sizeof a);
+    is_string(a, "127.0.0.1:6380", "  listens on 127.0.0.1:6380");
+    is_int(c.upstream_set, 0, "  leaves upstream unset (make run starts a redis)");
+    is_string(c.policy_file, "conf/policy.conf", "  names conf/policy.conf");
+    ok(c.log_file == NULL, "  logs to stderr");
+    ok(c.maxclients == d.maxclients && c.proto_max_bulk_len == d.proto_max_bulk_len &&
+       c.client_query_buffer_limit == d.client_query_buffer_limit && c.high_water == d.high_water &&
+       c.low_water == d.low_water && c.hard_limit == d.hard_limit &&
+       c.connect_timeout_ms == d.connect_timeout_ms && c.shutdown_timeout_ms == d.shutdown_timeout_ms,
+       "  shows the defaults");
+    policy *p = policy_load(LOCKPROXY_SRC "/conf/policy.conf", err, sizeof err);
+    if (!ok(p != NULL && policy_count(p) > 0, "  its policy file parses")) diag("%s", err);
+    policy_free(p);
+    lp_config_free(&c);
+}
+
+int main(void)
+{
+    plan_lazy();
+    test_addresses();
+    test_sizes_and_durations();
+    test_defaults();
+    test_file();
+    test_file_errors();
+    test_flags();
+    test_shipped();
+    return 0;
+}
