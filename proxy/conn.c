@@ -29,6 +29,7 @@
 #include "proxy/buf.h"
 #include "resp/request.h"
 #include "resp/reply.h"
+#include "policy/lock.h"
 
 enum pend_kind {
     PEND_PLAIN,      /* n requests, one reply each */
@@ -36,7 +37,9 @@ enum pend_kind {
     PEND_HELLO,      /* switches the protocol on success */
     PEND_MONITOR,    /* +OK, then MONITOR lines are out of band */
     PEND_RESET,      /* +RESET clears protocol, subscriptions, MONITOR */
-    PEND_LOCAL       /* a reply made by the proxy */
+    PEND_LOCAL,      /* a reply made by the proxy */
+    PEND_OP,         /* a rewritten lock command: its reply goes through policy/lock.c */
+    PEND_EXEC        /* EXEC of a transaction holding rewritten commands */
 };
 
 enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
@@ -46,9 +49,20 @@ typedef struct pend {
     uint8_t family;          /* SUB: which subscription count a no-argument form empties */
     uint8_t close_after;     /* LOCAL: close the client once it is sent */
     uint8_t proto;           /* HELLO: the version asked for, 0 when none */
+    uint8_t auth;            /* AUTH or HELLO AUTH: success authenticates the client */
+    uint8_t probe;           /* sent unauthenticated: the reply tells whether auth is required */
     uint32_t n;
     lp_block *local;         /* LOCAL: the bytes */
+    lock_op *op;             /* OP: the decision */
+    struct multi_op *mops;   /* EXEC: the rewritten commands of the transaction */
+    int nmops;
 } pend;
+
+/* A rewritten command queued inside MULTI, by its place in the transaction. */
+typedef struct multi_op {
+    int index;
+    lock_op *op;
+} multi_op;
 
 struct session {
     proxy *px;
@@ -80,6 +94,17 @@ struct session {
     unsigned skip_next : 1;
     unsigned skip_cur : 1;
 
+    int multi_count;              /* commands queued by this MULTI */
+    multi_op *mops;               /* rewritten ones among them */
+    int nmops;
+    unsigned hold : 1;            /* an EVALSHA is out: wait for it before the next request */
+    unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
+    lp_str cap;
+    uint64_t conn_id;
+    char *name;                   /* CLIENT SETNAME */
+    unsigned authed : 1;          /* as far as the proxy knows, Redis has authenticated it */
+    size_t name_len;
+
     /* reply-side state */
     unsigned monitor : 1;
     unsigned last_protocol_error : 1;
@@ -90,6 +115,7 @@ struct session {
     lp_block *in;                 /* block holding the frame in progress, or NULL */
     size_t in_start;              /* where that frame starts in it */
     resp_request req;
+    resp_request peek;            /* looks at the request after a SETNX */
 
     /* upstream input */
     lp_block *rin;
@@ -142,9 +168,16 @@ static pend *q_push(session *s, uint8_t kind) {
     return p;
 }
 
+static void free_mops(multi_op *m, int n) {
+    for (int i = 0; i < n; i++) lock_op_free(m[i].op);
+    free(m);
+}
+
 static void q_pop(session *s) {
     pend *p = q_head(s);
     lp_block_unref(p->local);
+    lock_op_free(p->op);
+    free_mops(p->mops, p->nmops);
     s->qhead = (s->qhead + 1) % s->qcap;
     s->qlen--;
     if (s->qlen == 0) s->qhead = 0;
@@ -152,7 +185,7 @@ static void q_pop(session *s) {
 
 static void expect_plain(session *s, uint32_t n) {
     pend *t = q_tail(s);
-    if (t != NULL && t->kind == PEND_PLAIN && t->n < UINT32_MAX - n) t->n += n;
+    if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && t->n < UINT32_MAX - n) t->n += n;
     else q_push(s, PEND_PLAIN)->n = n;
 }
 
@@ -250,7 +283,7 @@ static void update_reading(session *s) {
     size_t upq = uv_stream_get_write_queue_size(&s->up.stream);
     size_t cq = uv_stream_get_write_queue_size(&s->client.stream);
 
-    int want_client = !s->client_stop && ((s->up_connected && !s->up_gone) || s->up_failed);
+    int want_client = !s->client_stop && !s->hold && ((s->up_connected && !s->up_gone) || s->up_failed);
     if (want_client) {
         if (s->client_reading) want_client = (long long)upq <= c->high_water;
         else want_client = (long long)upq <= c->low_water;
@@ -341,6 +374,18 @@ static int sub_command(const resp_request *r, uint8_t *family, int *unsub) {
     return -1;
 }
 
+/* Remembers CLIENT SETNAME (or HELLO ... SETNAME) for the client-name owner scope. */
+static void set_name(session *s, const resp_arg *a) {
+    free(s->name);
+    s->name = NULL;
+    s->name_len = 0;
+    if (a == NULL || a->len == 0) return;
+    s->name = malloc(a->len);
+    if (s->name == NULL) abort();
+    memcpy(s->name, a->ptr, a->len);
+    s->name_len = a->len;
+}
+
 /* Decides how the upstream will answer one framed request and records it in the queue.
  * Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
  * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
@@ -382,33 +427,60 @@ static int account_request(session *s, const resp_request *r) {
         int unsub;
         if (sub_command(r, &fam, &unsub) >= 0 || resp_arg_is(cmd, "hello") || resp_arg_is(cmd, "monitor"))
             s->multi_sub = 1;
+        s->multi_count++;
         if (!silent) expect_plain(s, 1);
         return 1;
     }
 
+    if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "setname"))
+        set_name(s, &r->argv[2]);
+
     if (resp_arg_is(cmd, "multi")) {
+        if (!s->in_multi) s->multi_count = 0;
         s->in_multi = 1;
     } else if (resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard")) {
+        multi_op *m = s->mops;
+        int nm = s->nmops;
+        s->mops = NULL;
+        s->nmops = 0;
         if (resp_arg_is(cmd, "exec") && s->multi_sub && s->in_multi) {
             s->in_multi = 0;
             s->multi_sub = 0;
+            free_mops(m, nm);
             lose_tracking(s, "SUBSCRIBE, HELLO or MONITOR inside MULTI/EXEC");
             return 1;
         }
+        int was_multi = s->in_multi;
         s->in_multi = 0;
         s->multi_sub = 0;
+        if (nm > 0 && was_multi && !silent && resp_arg_is(cmd, "exec")) {
+            pend *p = q_push(s, PEND_EXEC);
+            p->mops = m;
+            p->nmops = nm;
+            return 1;
+        }
+        free_mops(m, nm);
     } else if (resp_arg_is(cmd, "quit")) {
         /* Redis answers +OK and closes; nothing after it runs. Silenced, it never closes. */
         if (silent) s->discard = 1;
         else s->client_stop = 1;
     } else if (resp_arg_is(cmd, "reset")) {
         s->in_multi = s->multi_sub = s->reply_off = s->skip_cur = 0;
+        free_mops(s->mops, s->nmops);
+        s->mops = NULL;
+        s->nmops = 0;
+        set_name(s, NULL);
         if (!silent) q_push(s, PEND_RESET);
         return 1;
     } else if (resp_arg_is(cmd, "hello")) {
         if (silent) { lose_tracking(s, "HELLO with CLIENT REPLY OFF/SKIP"); return 1; }
+        for (int i = 2; i + 1 < r->argc; i++)
+            if (resp_arg_is(&r->argv[i], "setname")) set_name(s, &r->argv[i + 1]);
         {
             pend *p = q_push(s, PEND_HELLO);
+            for (int i = 2; i < r->argc; i++)
+                if (resp_arg_is(&r->argv[i], "auth")) p->auth = 1;
+            if (p->auth && !s->authed) s->hold = 1;
             if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
                 p->proto = (uint8_t)(r->argv[1].ptr[0] - '0');
         }
@@ -429,7 +501,89 @@ static int account_request(session *s, const resp_request *r) {
             return 1;
         }
     }
+    if (!silent && resp_arg_is(cmd, "auth")) {
+        /* Redis's limits before authentication depend on the answer: wait for it. */
+        q_push(s, PEND_PLAIN)->auth = 1;
+        if (!s->authed) s->hold = 1;
+        return 1;
+    }
+    if (!silent && !s->authed) {
+        q_push(s, PEND_PLAIN)->probe = 1;
+        return 1;
+    }
     if (!silent) expect_plain(s, 1);
+    return 1;
+}
+
+/* Fills in what policy/lock.c needs to know about the client. */
+static void lock_client_of(session *s, lock_client *c) {
+    const char *colon = strrchr(s->peer, ':');
+    c->conn_id = s->conn_id;
+    c->addr = s->peer;
+    c->ip_len = colon ? (size_t)(colon - s->peer) : strlen(s->peer);
+    c->name = s->name;
+    c->name_len = s->name_len;
+    c->proto = s->proto;
+    c->in_multi = s->in_multi;
+}
+
+/* Asks the lock policy about the request just framed (at pos in b). Returns 0 when it is
+ * forwarded as usual; 1 when the policy took it (and, for SETNX+EXPIRE, the next request
+ * too), with *consumed the bytes it covered. */
+static int lock_request(session *s, lp_block *b, size_t pos, size_t framelen, size_t *consumed) {
+    proxy *px = s->px;
+    const resp_request *r = &s->req;
+    lock_client c;
+    lock_client_of(s, &c);
+    int next_argc = 0;
+    const resp_arg *next = NULL;
+    size_t next_len = 0;
+    if (resp_arg_is(&r->argv[0], "setnx")) {
+        resp_request_reset(&s->peek);
+        if (resp_request_parse(&s->peek, b->data + pos + framelen, b->len - pos - framelen, &next_len) == RESP_OK) {
+            next_argc = s->peek.argc;
+            next = s->peek.argv;
+        }
+    }
+    px->lock.now_ms = (int64_t)uv_now(px->loop);
+    px->lock.wall_ms = lp_wall_ms();
+    lock_op *op = NULL;
+    int took = 0;
+    lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, next_argc, next, &op, &took);
+    if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
+    /* resetClient(), for this request and a merged EXPIRE */
+    s->skip_cur = s->skip_next;
+    s->skip_next = 0;
+    *consumed = framelen + (took ? next_len : 0);
+    if (act == LOCK_LOCAL) {
+        queue_local(s, op->local.p, op->local.len, 0);
+        lock_op_free(op);
+        return 1;
+    }
+    if (op->send.len > 0) {
+        lp_block *cmd = lp_block_copy(op->send.p, op->send.len);
+        if (cmd == NULL) abort();
+        emit(s, &s->to_up, cmd, 0, cmd->len);
+        lp_block_unref(cmd);
+    } else {
+        emit(s, &s->to_up, b, pos, framelen);
+    }
+    if (s->in_multi) {
+        /* Queued: Redis answers +QUEUED; the EXEC element goes through the policy. */
+        s->mops = realloc(s->mops, sizeof(*s->mops) * (size_t)(s->nmops + 1));
+        if (s->mops == NULL) abort();
+        s->mops[s->nmops].index = s->multi_count++;
+        s->mops[s->nmops].op = op;
+        s->nmops++;
+        expect_plain(s, 1);
+        if (op->merged) queue_local(s, "+QUEUED\r\n", 9, 0);
+        return 1;
+    }
+    pend *p = q_push(s, PEND_OP);
+    p->op = op;
+    /* Requests behind a lock command wait for its reply: the lease it records decides how
+     * they are treated, and a NOSCRIPT retry must come next in the stream. */
+    s->hold = 1;
     return 1;
 }
 
@@ -471,6 +625,17 @@ static void process_client_input(session *s) {
             fwd_start = pos;
             continue;
         }
+        if (s->px->policy != NULL && !s->raw && s->req.argc >= 2 && !s->reply_off && !s->skip_cur) {
+            size_t consumed;
+            if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+            fwd_start = pos;
+            if (lock_request(s, b, pos, framelen, &consumed)) {
+                pos += consumed;
+                fwd_start = pos;
+                if (s->hold) break;
+                continue;
+            }
+        }
         if (!account_request(s, &s->req)) {
             if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
             pos += framelen;
@@ -478,6 +643,7 @@ static void process_client_input(session *s) {
             continue;
         }
         pos += framelen;
+        if (s->hold) break;
     }
     if (pos > fwd_start && !s->up_failed) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
     s->in_start = pos;
@@ -546,25 +712,110 @@ static int subscribed(const session *s) {
     return s->nsub[0] + s->nsub[1] + s->nsub[2] > 0;
 }
 
+/* Learns from a reply whether the client is authenticated, so that the framer applies
+ * Redis's tighter limits before AUTH (10 arguments, 16 KiB bulks) exactly when Redis does.
+ * What one session learns is where the next one starts. */
+static void set_authed(session *s, int authed) {
+    s->authed = (unsigned)authed;
+    s->req.unauthenticated = !authed;
+}
+
+static void note_auth(session *s, const pend *p, const resp_reply *r) {
+    int noauth = r->type == '-' && r->line_len >= 6 && memcmp(r->line, "NOAUTH", 6) == 0;
+    if (noauth) {
+        set_authed(s, 0);
+        s->px->auth_required = 1;
+    } else if ((p->auth || p->probe) && r->type != '-') {
+        set_authed(s, 1);
+        if (p->probe) s->px->auth_required = 0;
+    }
+    if (p->auth && s->hold && p->kind != PEND_OP) s->hold = 0;
+}
+
 /* Called when a whole reply frame has been seen: pairs it with its request, or recognises
  * it as out of band. */
+static void emit_copy(session *s, lp_out *o, const char *p, size_t len) {
+    if (len == 0) return;
+    lp_block *blk = lp_block_copy(p, len);
+    if (blk == NULL) abort();
+    emit(s, o, blk, 0, len);
+    lp_block_unref(blk);
+}
+
+/* Rebuilds an EXEC array: elements of rewritten commands go through the policy (a merged
+ * SETNX+EXPIRE answers for two), the others are copied as they are. An EXEC that did not
+ * run (an error, or a null after a WATCH conflict) passes unchanged. */
+static void exec_reply(session *s, pend *p, const char *f, size_t len, lp_str *out) {
+    char *end;
+    long long count = len > 3 && f[0] == '*' ? strtoll(f + 1, &end, 10) : -1;
+    const char *nl = memchr(f, '\n', len);
+    if (count < 0 || nl == NULL) { lp_str_add(out, f, len); return; }
+    int extra = 0;
+    for (int i = 0; i < p->nmops; i++)
+        if (p->mops[i].index < count) extra += lock_op_extra_elements(p->mops[i].op);
+    char head[32];
+    int hn = snprintf(head, sizeof(head), "*%lld\r\n", count + extra);
+    lp_str_add(out, head, (size_t)hn);
+    size_t pos = (size_t)(nl + 1 - f);
+    resp_reply sc;
+    resp_reply_init(&sc);
+    int m = 0;
+    for (long long i = 0; i < count && pos < len; i++) {
+        size_t used;
+        if (resp_reply_scan(&sc, f + pos, len - pos, &used) != RESP_OK) break;
+        while (m < p->nmops && p->mops[m].index < i) m++;
+        if (m < p->nmops && p->mops[m].index == i)
+            lock_op_reply(&s->px->lock, p->mops[m].op, f + pos, used, 1, out);
+        else
+            lp_str_add(out, f + pos, used);
+        pos += used;
+    }
+    resp_reply_free(&sc);
+}
+
+/* The reply to a rewritten command, kept whole while it arrived. */
+static void op_reply(session *s, pend *p, const char *f, size_t len) {
+    lp_str out = {0};
+    s->px->lock.now_ms = (int64_t)uv_now(s->px->loop);
+    s->px->lock.wall_ms = lp_wall_ms();
+    if (p->kind == PEND_EXEC) {
+        exec_reply(s, p, f, len, &out);
+    } else if (lock_op_reply(&s->px->lock, p->op, f, len, 0, &out) == LOCK_REPLY_RETRY) {
+        emit_copy(s, &s->to_up, p->op->retry.p, p->op->retry.len);   /* EVAL after NOSCRIPT */
+        return;
+    }
+    emit_copy(s, &s->to_client, out.p, out.len);
+    lp_str_free(&out);
+    if (p->kind == PEND_OP) s->hold = 0;
+    q_pop(s);
+}
+
 static void reply_done(session *s) {
     const resp_reply *r = &s->rep;
     pend *p = q_head(s);
+    int captured = s->capturing;
+    s->capturing = 0;
     if (r->type == '>') {
         if (p != NULL && p->kind == PEND_SUB && note_subscription(s, r)) goto sub_reply;
-        return;                                   /* push: out of band */
+        goto out_of_band;                         /* push */
     }
     if (r->type == '*' && subscribed(s) && s->proto != 3 &&
         (head_is(r, "message") || head_is(r, "pmessage") || head_is(r, "smessage")))
-        return;                                   /* RESP2 pub/sub message */
+        goto out_of_band;                         /* RESP2 pub/sub message */
     if (s->monitor && r->type == '+' && r->line_len > 0 && isdigit((unsigned char)r->line[0]))
-        return;                                   /* MONITOR line */
+        goto out_of_band;                         /* MONITOR line */
+    if (captured && p != NULL && (p->kind == PEND_OP || p->kind == PEND_EXEC)) {
+        op_reply(s, p, s->cap.p, s->cap.len);
+        s->cap.len = 0;
+        drain_locals(s);
+        return;
+    }
     if (p == NULL) {
         lose_tracking(s, "reply with no request pending");
         return;
     }
     s->last_protocol_error = r->type == '-' && r->line_len >= 18 && memcmp(r->line, "ERR Protocol error", 18) == 0;
+    note_auth(s, p, r);
     switch (p->kind) {
     case PEND_PLAIN:
         if (--p->n == 0) q_pop(s);
@@ -595,6 +846,7 @@ static void reply_done(session *s) {
             s->proto = 2;
             s->monitor = 0;
             s->nsub[0] = s->nsub[1] = s->nsub[2] = 0;
+            set_authed(s, !s->px->auth_required);
         }
         q_pop(s);
         break;
@@ -603,6 +855,12 @@ static void reply_done(session *s) {
         break;
     }
     drain_locals(s);
+    return;
+out_of_band:
+    if (captured) {
+        emit_copy(s, &s->to_client, s->cap.p, s->cap.len);
+        s->cap.len = 0;
+    }
 }
 
 static void process_upstream_input(session *s, size_t off, size_t len) {
@@ -613,8 +871,20 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
     }
     size_t start = off, end = off + len;
     while (off < end && !s->closing) {
+        if (!s->rep_mid) {
+            /* A new frame: replies to rewritten commands are kept whole, not forwarded. */
+            pend *h = q_head(s);
+            int cap = h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC);
+            if (cap && off > start) emit(s, &s->to_client, b, start, off - start);
+            if (cap) start = off;
+            s->capturing = cap;
+        }
         size_t used;
         resp_status st = resp_reply_scan(&s->rep, b->data + off, end - off, &used);
+        if (s->capturing) {
+            lp_str_add(&s->cap, b->data + off, used);
+            start = off + used;
+        }
         off += used;
         if (st == RESP_AGAIN) { s->rep_mid = 1; break; }
         if (st == RESP_ERROR) {
@@ -652,7 +922,7 @@ static void upstream_lost(session *s, const char *why) {
     while (s->qlen) {
         pend *p = q_head(s);
         if (p->kind == PEND_LOCAL) { drain_locals(s); continue; }
-        uint32_t k = p->kind == PEND_PLAIN ? p->n : 1;
+        uint32_t k = p->kind == PEND_PLAIN ? p->n : (p->kind == PEND_OP && p->op->merged) ? 2 : 1;
         for (uint32_t i = 0; i < k; i++)
             emit(s, &s->to_client, e, 0, e->len);
         q_pop(s);
@@ -674,6 +944,9 @@ static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     size_t off = s->rin->len;
     s->rin->len += (size_t)nread;
     process_upstream_input(s, off, (size_t)nread);
+    /* A rewritten command held the requests behind it: go on with them. */
+    if (!s->hold && !s->closing && s->in != NULL && s->in_start < s->in->len && !s->client_stop && !s->discard)
+        process_client_input(s);
     /* Writes hold what they need; an idle session keeps no read block. */
     lp_block_unref(s->rin);
     s->rin = NULL;
@@ -688,7 +961,12 @@ static void handle_closed(uv_handle_t *h) {
     session *s = h->data;
     if (--s->open_handles > 0) return;
     resp_request_free(&s->req);
+    resp_request_free(&s->peek);
     resp_reply_free(&s->rep);
+    if (s->px->leases) lease_drop_conn(s->px->leases, s->conn_id);
+    free(s->name);
+    lp_str_free(&s->cap);
+    free_mops(s->mops, s->nmops);
     lp_block_unref(s->in);
     lp_block_unref(s->rin);
     while (s->qlen) q_pop(s);
@@ -789,6 +1067,11 @@ int session_start(proxy *px) {
     s->proto = 2;
     resp_request_init(&s->req);
     s->req.max_bulk_len = c->proto_max_bulk_len;
+    resp_request_init(&s->peek);
+    s->peek.max_bulk_len = c->proto_max_bulk_len;
+    s->conn_id = ++px->next_conn_id;
+    s->authed = !px->auth_required;
+    s->req.unauthenticated = px->auth_required;
     resp_reply_init(&s->rep);
     if (c->listen.is_unix) uv_pipe_init(px->loop, &s->client.pipe, 0);
     else uv_tcp_init(px->loop, &s->client.tcp);

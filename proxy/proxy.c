@@ -20,6 +20,33 @@ void lp_logf(const char *fmt, ...) {
     fprintf(stderr, "lockproxy: %s\n", line);
 }
 
+int64_t lp_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Audit events from policy/lock.c: rate-limited, formatted, queued for the writer. */
+static void audit_sink(void *ud, const audit_event *e) {
+    proxy *px = ud;
+    uint64_t suppressed = 0;
+    if (px->audit == NULL) return;
+    if (!audit_limiter_check(px->limiter, e, (int64_t)uv_now(px->loop), &suppressed)) return;
+    char line[4096];
+    size_t n = audit_format(e, lp_wall_ms(), suppressed, line, sizeof(line));
+    if (n > 0) lp_auditlog_write(px->audit, line, n);
+}
+
+/* Leases past their deadline are kept a while, so that a late DEL is still recognised as
+ * late_release; then they go. */
+#define LEASE_GRACE_MS (10 * 60 * 1000)
+#define LEASE_MAX 100000
+
+static void sweep_cb(uv_timer_t *t) {
+    proxy *px = t->data;
+    if (px->leases) lease_sweep(px->leases, (int64_t)uv_now(px->loop), LEASE_GRACE_MS);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     proxy *px = server->data;
     if (status < 0) {
@@ -56,6 +83,7 @@ void proxy_drained(proxy *px) {
     close_quietly((uv_handle_t *)&px->sig_int);
     close_quietly((uv_handle_t *)&px->sig_hup);
     close_quietly((uv_handle_t *)&px->drain_timer);
+    close_quietly((uv_handle_t *)&px->sweep_timer);
 }
 
 static void drain_timeout(uv_timer_t *t) {
@@ -98,6 +126,7 @@ static void on_hup(uv_signal_t *sig, int signum) {
     }
     policy_free(px->policy);
     px->policy = p;
+    px->lock.pol = p;
     lp_logf("SIGHUP: policy reloaded from %s (%zu rules)", path, policy_count(p));
 }
 
@@ -166,9 +195,26 @@ int proxy_run(const lp_config *cfg) {
         px.policy = policy_load(cfg->policy_file, err, sizeof(err));
         if (px.policy == NULL) { fprintf(stderr, "%s\n", err); return 1; }
     }
+    if (px.policy) {
+        px.audit = lp_auditlog_open(px.loop, cfg->log_file, err, sizeof(err));
+        if (px.audit == NULL) {
+            fprintf(stderr, "lockproxy: %s\n", err);
+            policy_free(px.policy);
+            return 1;
+        }
+        px.limiter = audit_limiter_new(1000, 10000);
+        px.leases = lease_table_new(LEASE_MAX);
+    }
+    px.lock.pol = px.policy;
+    px.lock.leases = px.leases;
+    px.lock.log = audit_sink;
+    px.lock.log_ud = &px;
     if (resolve_upstream(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0) {
         fprintf(stderr, "lockproxy: %s\n", err);
         policy_free(px.policy);
+        lease_table_free(px.leases);
+        audit_limiter_free(px.limiter);
+        if (px.audit) lp_auditlog_close(px.audit);
         if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
         uv_run(px.loop, UV_RUN_DEFAULT);
         uv_loop_close(px.loop);
@@ -183,6 +229,10 @@ int proxy_run(const lp_config *cfg) {
     uv_signal_start(&px.sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&px.sig_hup, on_hup, SIGHUP);
     uv_unref((uv_handle_t *)&px.drain_timer);
+    uv_timer_init(px.loop, &px.sweep_timer);
+    px.sweep_timer.data = &px;
+    uv_timer_start(&px.sweep_timer, sweep_cb, 1000, 1000);
+    uv_unref((uv_handle_t *)&px.sweep_timer);
 
     char l[300], u[300];
     lp_addr_format(&cfg->listen, l, sizeof(l));
@@ -190,8 +240,12 @@ int proxy_run(const lp_config *cfg) {
     lp_logf("listening on %s, upstream %s, %zu lock rule(s)", l, u, px.policy ? policy_count(px.policy) : (size_t)0);
 
     uv_run(px.loop, UV_RUN_DEFAULT);
+    if (px.audit) lp_auditlog_close(px.audit);
+    uv_run(px.loop, UV_RUN_DEFAULT);
     uv_loop_close(px.loop);
     policy_free(px.policy);
+    lease_table_free(px.leases);
+    audit_limiter_free(px.limiter);
     lp_block_pool_drain();
     lp_logf("stopped");
     return 0;

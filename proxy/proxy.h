@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include "proxy/config.h"
 #include "policy/policy.h"
+#include "policy/lock.h"
+#include "proxy/auditlog.h"
 
 typedef struct session session;
 
@@ -30,6 +32,13 @@ typedef struct proxy {
     uv_timer_t drain_timer;
     struct sockaddr_storage upstream_sa;   /* resolved once at start (TCP upstreams) */
     policy *policy;                        /* NULL: pure pass-through */
+    lease_table *leases;
+    lock_ctx lock;                         /* what policy/lock.c decides with */
+    lp_auditlog *audit;
+    audit_limiter *limiter;
+    uv_timer_t sweep_timer;                /* ends expired leases */
+    uint64_t next_conn_id;
+    int auth_required;                     /* learnt from NOAUTH replies; see conn.c */
     session *sessions;                     /* every open session, for shutdown */
     int nclients;
     int draining;
@@ -48,6 +57,9 @@ const char *session_peer(const session *s);
 session *lp_session_next(session *s);
 /* Called by session_close() when draining and the last session has gone. */
 void proxy_drained(proxy *px);
+
+/* Milliseconds since the epoch. */
+int64_t lp_wall_ms(void);
 
 /* Operational messages to stderr: "lockproxy: ...". */
 void lp_logf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -42,6 +42,8 @@ static const char err_mbulk_count[] = PROTO_ERR("too big mbulk count string");
 static const char err_mbulk_len[] = PROTO_ERR("invalid multibulk length");
 static const char err_bulk_count[] = PROTO_ERR("too big bulk count string");
 static const char err_bulk_len[] = PROTO_ERR("invalid bulk length");
+static const char err_unauth_mbulk[] = PROTO_ERR("unauthenticated multibulk length");
+static const char err_unauth_bulk[] = PROTO_ERR("unauthenticated bulk length");
 /* Not a Redis text: the proxy could not allocate memory for the frame. */
 static const char err_oom[] = "-ERR lockproxy: out of memory\r\n";
 
@@ -407,6 +409,8 @@ static resp_status parse_multibulk(resp_request *req, const char *buf, size_t le
                 return RESP_AGAIN;   /* one byte must follow the '\r' */
             if (!parse_ll(buf + req->pos + 1, cr - req->pos - 1, &n) || n > INT_MAX)
                 return fail(req, err_mbulk_len);
+            if (n > 10 && req->unauthenticated)
+                return fail(req, err_unauth_mbulk);
             req->pos = cr + 2;
             if (n <= 0)
                 return finish_multibulk(req, buf, framelen);
@@ -440,6 +444,8 @@ static resp_status parse_multibulk(resp_request *req, const char *buf, size_t le
             if (!parse_ll(buf + req->pos + 1, cr - req->pos - 1, &n) || n < 0 ||
                 n > req->max_bulk_len)
                 return fail(req, err_bulk_len);
+            if (n > 16384 && req->unauthenticated)
+                return fail(req, err_unauth_bulk);
             req->bulk_len = n;
             req->pos = cr + 2;
             req->state = ST_BULK_DATA;

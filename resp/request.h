@@ -26,6 +26,7 @@ typedef struct resp_arg {
 typedef struct resp_request {
     /* Settings; resp_request_init() gives Redis's defaults. */
     long long max_bulk_len;        /* proto-max-bulk-len */
+    int unauthenticated;           /* Redis's tighter limits before AUTH: 10 args, 16 KiB bulks */
 
     /* The result of the last RESP_OK. */
     int argc;
