@@ -1,185 +1,464 @@
 /* Audit event formatting and rate limiting. See audit.h. */
+#include "policy/audit.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "policy/audit.h"
 
-#define AUDIT_MAX_FIELD 512     /* bytes of a key or name shown before it is cut */
+/* ---- output buffer ---- */
 
 typedef struct out {
     char *p;
     size_t len, cap;
-    int overflow;
+    int overflow;               /* sticky: something did not fit */
 } out;
 
-static void put(out *o, const char *s, size_t n) {
-    if (o->len + n >= o->cap) { o->overflow = 1; return; }
+static void put(out *o, const void *s, size_t n)
+{
+    if (o->overflow || n > o->cap - o->len) {
+        o->overflow = 1;
+        return;
+    }
     memcpy(o->p + o->len, s, n);
     o->len += n;
 }
 
-static void puts_(out *o, const char *s) { put(o, s, strlen(s)); }
+static void put_cstr(out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when the bytes are not one. */
-static size_t utf8_len(const unsigned char *p, size_t n) {
+/* ---- JSON strings from arbitrary bytes ---- */
+
+/* Length (1..4) of the well-formed UTF-8 sequence at p, which has n > 0 bytes, or 0 when the
+ * bytes there are not one (stray continuation, overlong form, surrogate, beyond U+10FFFF,
+ * or cut short). */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
     size_t need;
+    unsigned char lo = 0x80, hi = 0xbf;     /* the allowed range of the second byte */
     if (p[0] < 0x80) return 1;
     if (p[0] >= 0xc2 && p[0] <= 0xdf) need = 2;
     else if (p[0] >= 0xe0 && p[0] <= 0xef) need = 3;
     else if (p[0] >= 0xf0 && p[0] <= 0xf4) need = 4;
     else return 0;
-    if (n < need) return 0;
-    for (size_t i = 1; i < need; i++)
+    if (p[0] == 0xe0) lo = 0xa0;            /* overlong */
+    if (p[0] == 0xed) hi = 0x9f;            /* UTF-16 surrogates */
+    if (p[0] == 0xf0) lo = 0x90;            /* overlong */
+    if (p[0] == 0xf4) hi = 0x8f;            /* beyond U+10FFFF */
+    if (n < need || p[1] < lo || p[1] > hi) return 0;
+    for (size_t i = 2; i < need; i++)
         if ((p[i] & 0xc0) != 0x80) return 0;
-    if (need == 3 && p[0] == 0xe0 && p[1] < 0xa0) return 0;      /* overlong */
-    if (need == 3 && p[0] == 0xed && p[1] >= 0xa0) return 0;     /* surrogates */
-    if (need == 4 && p[0] == 0xf0 && p[1] < 0x90) return 0;
-    if (need == 4 && p[0] == 0xf4 && p[1] >= 0x90) return 0;
     return need;
 }
 
-/* A JSON string of arbitrary bytes: control bytes and bytes that are not UTF-8 become
- * \u00XX (the byte's value), so every line parses. */
-static void put_str(out *o, const char *s, size_t n) {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t shown = n > AUDIT_MAX_FIELD ? AUDIT_MAX_FIELD : n;
+/* Writes s[0..n) as a JSON string (with its quotes). At most show bytes of escaped text go
+ * between the quotes; when the input does not fit, it is cut before the first character that
+ * would overflow and "…" follows. Every byte that is a control, 0x7f, or not part of a valid
+ * UTF-8 sequence becomes \u00XX, so the result is valid JSON and valid UTF-8. */
+static void put_json_str(out *o, const void *s, size_t n, size_t show)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = s ? s : (const unsigned char *)"";
+    size_t used = 0;
+    if (s == NULL) n = 0;
     put(o, "\"", 1);
-    for (size_t i = 0; i < shown;) {
+    for (size_t i = 0; i < n;) {
         unsigned char c = p[i];
-        char esc[8];
-        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; put(o, esc, 2); i++; continue; }
-        if (c == '\n') { put(o, "\\n", 2); i++; continue; }
-        if (c == '\r') { put(o, "\\r", 2); i++; continue; }
-        if (c == '\t') { put(o, "\\t", 2); i++; continue; }
-        size_t u = c < 0x20 || c == 0x7f ? 0 : utf8_len(p + i, shown - i);
-        if (u == 0) {
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            put(o, esc, 6);
-            i++;
-            continue;
+        char esc[6];
+        const char *piece = esc;
+        size_t plen, consumed = 1;
+        switch (c) {
+        case '"':  piece = "\\\""; plen = 2; break;
+        case '\\': piece = "\\\\"; plen = 2; break;
+        case '\n': piece = "\\n"; plen = 2; break;
+        case '\r': piece = "\\r"; plen = 2; break;
+        case '\t': piece = "\\t"; plen = 2; break;
+        case '\b': piece = "\\b"; plen = 2; break;
+        case '\f': piece = "\\f"; plen = 2; break;
+        default:
+            consumed = c < 0x20 || c == 0x7f ? 0 : utf8_seq(p + i, n - i);
+            if (consumed == 0) {
+                esc[0] = '\\';
+                esc[1] = 'u';
+                esc[2] = '0';
+                esc[3] = '0';
+                esc[4] = hex[c >> 4];
+                esc[5] = hex[c & 15];
+                plen = 6;
+                consumed = 1;
+            } else {
+                piece = (const char *)p + i;
+                plen = consumed;
+            }
         }
-        put(o, s + i, u);
-        i += u;
+        if (used + plen > show) {
+            put(o, "\xe2\x80\xa6", 3);
+            break;
+        }
+        put(o, piece, plen);
+        used += plen;
+        i += consumed;
     }
-    if (shown < n) puts_(o, "...(cut)");
     put(o, "\"", 1);
 }
 
-static void put_field(out *o, const char *name, const char *s, size_t n) {
+/* Writes ,"name":"value" with value escaped and cut at show bytes. */
+static void put_field(out *o, const char *name, const void *s, size_t n, size_t show)
+{
     put(o, ",\"", 2);
-    puts_(o, name);
+    put_cstr(o, name);
     put(o, "\":", 2);
-    put_str(o, s ? s : "", s ? n : 0);
+    put_json_str(o, s, n, show);
 }
 
-void audit_token_hash(const void *token, size_t len, char out16[17]) {
-    uint64_t h = 1469598103934665603ULL;
-    const unsigned char *p = token;
-    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 1099511628211ULL;
-    snprintf(out16, 17, "%016llx", (unsigned long long)h);
+static void put_uint_field(out *o, const char *name, unsigned long long v)
+{
+    char num[32];
+    int n = snprintf(num, sizeof(num), ",\"%s\":%llu", name, v);
+    if (n < 0 || (size_t)n >= sizeof(num)) {
+        o->overflow = 1;
+        return;
+    }
+    put(o, num, (size_t)n);
 }
 
-size_t audit_format(const audit_event *e, int64_t wall_ms, uint64_t suppressed, char *buf, size_t cap) {
-    out o = {buf, 0, cap, 0};
-    char ts[40], num[48];
+/* The longest line audit_format can produce (NUL included): each string field at its cap plus
+ * the 3 bytes of "…", quotes and punctuation, numbers at 20 digits. */
+#define FIELD_MAX(namelen, show) (6 + (namelen) + (show) + 3)
+#define AUDIT_WORST_LINE                                                                      \
+    (7 + 24 + 1                                                  /* {"ts":"...." */         \
+     + FIELD_MAX(5, AUDIT_SHOW_WORD) + FIELD_MAX(4, AUDIT_SHOW_WORD)                          \
+     + FIELD_MAX(6, AUDIT_SHOW_WORD) + FIELD_MAX(4, AUDIT_SHOW_NAME)                          \
+     + FIELD_MAX(3, AUDIT_SHOW_KEY) + FIELD_MAX(6, AUDIT_SHOW_NAME)                           \
+     + FIELD_MAX(11, AUDIT_SHOW_NAME) + FIELD_MAX(6, AUDIT_SHOW_KEY)                          \
+     + 11 + 20                                                   /* ,"held_ms":N */         \
+     + 15 + 16 + 1                                               /* ,"token_hash":"H" */    \
+     + 14 + 20                                                   /* ,"suppressed":N */      \
+     + 3)                                                        /* }\n NUL */
+_Static_assert(AUDIT_WORST_LINE <= AUDIT_LINE_MAX, "AUDIT_LINE_MAX too small for the field caps");
+
+size_t audit_format_time(int64_t wall_ms, char out[25])
+{
+    const int64_t max_ms = 253402300799999LL;       /* 9999-12-31T23:59:59.999Z */
+    if (wall_ms < 0) wall_ms = 0;
+    if (wall_ms > max_ms) wall_ms = max_ms;
     time_t secs = (time_t)(wall_ms / 1000);
     struct tm tm;
+    memset(&tm, 0, sizeof(tm));
     gmtime_r(&secs, &tm);
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(wall_ms % 1000));
-    puts_(&o, "{\"ts\":\"");
-    puts_(&o, ts);
-    put(&o, "\"", 1);
-    put_field(&o, "event", e->event, e->event ? strlen(e->event) : 0);
-    put_field(&o, "mode", e->mode, e->mode ? strlen(e->mode) : 0);
-    put_field(&o, "action", e->action, e->action ? strlen(e->action) : 0);
-    put_field(&o, "rule", e->rule, e->rule_len);
-    put_field(&o, "key", e->key, e->key_len);
-    put_field(&o, "client", e->client, e->client ? strlen(e->client) : 0);
-    if (e->client_name) put_field(&o, "client_name", e->client_name, e->client_name_len);
-    put_field(&o, "detail", e->detail, e->detail ? strlen(e->detail) : 0);
-    if (e->held_ms >= 0) {
-        snprintf(num, sizeof(num), ",\"held_ms\":%lld", e->held_ms);
-        puts_(&o, num);
+    snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
+    return 24;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+void audit_token_hash(const void *token, size_t len, char out[17])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t h = fnv1a(0xcbf29ce484222325ULL, token, token ? len : 0);
+    for (int i = 15; i >= 0; i--) {
+        out[i] = hex[h & 15];
+        h >>= 4;
     }
+    out[16] = '\0';
+}
+
+static size_t cstrlen(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+size_t audit_format(const audit_event *e, int64_t wall_ms, uint64_t suppressed, char *buf, size_t cap)
+{
+    out o = {buf, 0, cap, 0};
+    char ts[25];
+
+    audit_format_time(wall_ms, ts);
+    put_cstr(&o, "{\"ts\":\"");
+    put_cstr(&o, ts);
+    put(&o, "\"", 1);
+    put_field(&o, "event", e->event, cstrlen(e->event), AUDIT_SHOW_WORD);
+    put_field(&o, "mode", e->mode, cstrlen(e->mode), AUDIT_SHOW_WORD);
+    put_field(&o, "action", e->action, cstrlen(e->action), AUDIT_SHOW_WORD);
+    put_field(&o, "rule", e->rule, e->rule_len, AUDIT_SHOW_NAME);
+    put_field(&o, "key", e->key, e->key_len, AUDIT_SHOW_KEY);
+    put_field(&o, "client", e->client, cstrlen(e->client), AUDIT_SHOW_NAME);
+    if (e->client_name) put_field(&o, "client_name", e->client_name, e->client_name_len, AUDIT_SHOW_NAME);
+    put_field(&o, "detail", e->detail, cstrlen(e->detail), AUDIT_SHOW_KEY);
+    if (e->held_ms >= 0) put_uint_field(&o, "held_ms", (unsigned long long)e->held_ms);
     if (e->token) {
         char h[17];
         audit_token_hash(e->token, e->token_len, h);
-        puts_(&o, ",\"token_hash\":\"");
-        puts_(&o, h);
+        put_cstr(&o, ",\"token_hash\":\"");
+        put(&o, h, 16);
         put(&o, "\"", 1);
     }
-    if (suppressed > 0) {
-        snprintf(num, sizeof(num), ",\"suppressed\":%llu", (unsigned long long)suppressed);
-        puts_(&o, num);
-    }
+    if (suppressed > 0) put_uint_field(&o, "suppressed", (unsigned long long)suppressed);
     put(&o, "}\n", 2);
-    return o.overflow ? 0 : o.len;
+    if (o.overflow) return 0;
+    if (o.len < cap) buf[o.len] = '\0';
+    return o.len;
 }
 
-/* ---- rate limiting ---- */
+/* ---- rate limiting ----
+ * A chained hash table of identities with a fixed bucket array (a power of two at least
+ * max_tracked), and a doubly-linked FIFO of the same identities in the order their current
+ * window opened: the head is the one to forget first, and flush walks from the head while
+ * windows are over. An identity keeps up to its field cap (+1 byte, so that the formatter
+ * still sees the cut) of each component, the full lengths, and a second 64-bit hash of the
+ * full components: two identities compare equal when all of these do. */
 
-typedef struct slot {
-    uint64_t id;             /* hash of the identity; 0: empty */
+typedef struct ident {
+    uint64_t hash, fp;
+    struct ident *hnext;
+    struct ident *older, *newer;
     int64_t window_start;
     uint64_t suppressed;
-} slot;
+    size_t full_len[4];         /* event, rule, key, client IP */
+    size_t kept_len[4];
+    char *part[4];              /* into data[], NUL-terminated */
+    char mode[16], action[16];  /* of the last logged occurrence, for the summary */
+    char data[];
+} ident;
+
+enum { ID_EVENT, ID_RULE, ID_KEY, ID_IP };
 
 struct audit_limiter {
     int64_t window;
-    slot *slots;
-    size_t nslots;           /* a power of two */
+    size_t max, count;
+    ident **buckets;
+    size_t nbuckets;
+    ident *oldest, *newest;
+    uint64_t lost;              /* suppressed counts of identities forgotten for room */
+    uint64_t seed;
 };
 
-audit_limiter *audit_limiter_new(int64_t window_ms, size_t max_tracked) {
+audit_limiter *audit_limiter_new(int64_t window_ms, size_t max_tracked)
+{
+    static uint64_t counter;
     audit_limiter *l = calloc(1, sizeof(*l));
     if (l == NULL) return NULL;
-    size_t n = 16;
-    while (n < max_tracked) n *= 2;
-    l->slots = calloc(n, sizeof(*l->slots));
-    if (l->slots == NULL) { free(l); return NULL; }
-    l->nslots = n;
     l->window = window_ms;
+    l->max = max_tracked ? max_tracked : 1;
+    l->nbuckets = 16;
+    while (l->nbuckets < l->max && l->nbuckets < ((size_t)1 << 30)) l->nbuckets *= 2;
+    l->buckets = calloc(l->nbuckets, sizeof(*l->buckets));
+    if (l->buckets == NULL) {
+        free(l);
+        return NULL;
+    }
+    l->seed = fnv1a(0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)l, &counter, sizeof(counter));
+    counter++;
     return l;
 }
 
-void audit_limiter_free(audit_limiter *l) {
+void audit_limiter_free(audit_limiter *l)
+{
     if (l == NULL) return;
-    free(l->slots);
+    ident *s = l->oldest;
+    while (s) {
+        ident *next = s->newer;
+        free(s);
+        s = next;
+    }
+    free(l->buckets);
     free(l);
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
-    return (h ^ 0xff) * 1099511628211ULL;
+size_t audit_limiter_count(const audit_limiter *l)
+{
+    return l ? l->count : 0;
 }
 
-/* A direct-mapped table: an identity shares its slot with whichever came last, so memory is
- * fixed; a collision at worst logs an event that could have been suppressed. */
-int audit_limiter_check(audit_limiter *l, const audit_event *e, int64_t now_ms, uint64_t *suppressed) {
+/* The four identity components of e. */
+static void components(const audit_event *e, const char *ptr[4], size_t len[4])
+{
+    ptr[ID_EVENT] = e->event ? e->event : "";
+    len[ID_EVENT] = cstrlen(e->event);
+    ptr[ID_RULE] = e->rule ? e->rule : "";
+    len[ID_RULE] = e->rule ? e->rule_len : 0;
+    ptr[ID_KEY] = e->key ? e->key : "";
+    len[ID_KEY] = e->key ? e->key_len : 0;
+    ptr[ID_IP] = e->client ? e->client : "";
+    len[ID_IP] = cstrlen(e->client);
+    const char *colon = e->client ? strrchr(e->client, ':') : NULL;
+    if (colon) len[ID_IP] = (size_t)(colon - e->client);
+}
+
+static uint64_t hash_parts(uint64_t seed, const char *ptr[4], const size_t len[4])
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+    for (int i = 0; i < 4; i++) {
+        h = fnv1a(h, ptr[i], len[i]);
+        h = fnv1a(h, &len[i], sizeof(len[i]));
+    }
+    return h ^ (h >> 29);
+}
+
+static size_t keep_cap(int part)
+{
+    return (part == ID_KEY ? AUDIT_SHOW_KEY : part == ID_EVENT ? AUDIT_SHOW_WORD : AUDIT_SHOW_NAME) + 1;
+}
+
+static ident *find_ident(const audit_limiter *l, uint64_t h, uint64_t fp, const char *ptr[4],
+                         const size_t len[4])
+{
+    for (ident *s = l->buckets[h & (l->nbuckets - 1)]; s; s = s->hnext) {
+        if (s->hash != h || s->fp != fp) continue;
+        int same = 1;
+        for (int i = 0; i < 4 && same; i++)
+            same = s->full_len[i] == len[i] && memcmp(s->part[i], ptr[i], s->kept_len[i]) == 0;
+        if (same) return s;
+    }
+    return NULL;
+}
+
+static void fifo_unlink(audit_limiter *l, ident *s)
+{
+    if (s->older) s->older->newer = s->newer;
+    else l->oldest = s->newer;
+    if (s->newer) s->newer->older = s->older;
+    else l->newest = s->older;
+    s->older = s->newer = NULL;
+}
+
+static void fifo_append(audit_limiter *l, ident *s)
+{
+    s->older = l->newest;
+    s->newer = NULL;
+    if (l->newest) l->newest->newer = s;
+    else l->oldest = s;
+    l->newest = s;
+}
+
+/* Takes s out of both structures and frees it. */
+static void forget(audit_limiter *l, ident *s)
+{
+    ident **ps = &l->buckets[s->hash & (l->nbuckets - 1)];
+    while (*ps != s) ps = &(*ps)->hnext;
+    *ps = s->hnext;
+    fifo_unlink(l, s);
+    l->count--;
+    free(s);
+}
+
+static void copy_word(char *dst, size_t cap, const char *src)
+{
+    size_t n = cstrlen(src);
+    if (n >= cap) n = cap - 1;
+    if (n) memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* A window that opened at start is still open at now. A clock that went back closes it, so
+ * that nothing is suppressed for longer than one window. */
+static int in_window(const audit_limiter *l, int64_t start, int64_t now)
+{
+    return now >= start && (uint64_t)now - (uint64_t)start < (uint64_t)(l->window > 0 ? l->window : 0);
+}
+
+int audit_limiter_check(audit_limiter *l, const audit_event *e, int64_t now_ms, uint64_t *suppressed)
+{
+    const char *ptr[4];
+    size_t len[4];
     *suppressed = 0;
     if (l == NULL) return 1;
-    size_t iplen = 0;
-    if (e->client) {
-        const char *colon = strrchr(e->client, ':');
-        iplen = colon ? (size_t)(colon - e->client) : strlen(e->client);
+    components(e, ptr, len);
+    uint64_t h = hash_parts(l->seed, ptr, len);
+    uint64_t fp = hash_parts(~l->seed, ptr, len);
+    ident *s = find_ident(l, h, fp, ptr, len);
+    if (s != NULL) {
+        if (in_window(l, s->window_start, now_ms)) {
+            s->suppressed++;
+            return 0;
+        }
+        *suppressed = s->suppressed;
+        s->suppressed = 0;
+        s->window_start = now_ms;
+        copy_word(s->mode, sizeof(s->mode), e->mode);
+        copy_word(s->action, sizeof(s->action), e->action);
+        fifo_unlink(l, s);
+        fifo_append(l, s);
+        return 1;
     }
-    uint64_t id = 1469598103934665603ULL;
-    id = fnv(id, e->event, e->event ? strlen(e->event) : 0);
-    id = fnv(id, e->rule, e->rule ? e->rule_len : 0);
-    id = fnv(id, e->key, e->key ? e->key_len : 0);
-    id = fnv(id, e->client, iplen);
-    if (id == 0) id = 1;
-    slot *s = &l->slots[id & (l->nslots - 1)];
-    if (s->id == id && now_ms - s->window_start < l->window) {
-        s->suppressed++;
-        return 0;
+
+    if (l->count >= l->max) {
+        l->lost += l->oldest->suppressed;
+        forget(l, l->oldest);
     }
-    if (s->id == id) *suppressed = s->suppressed;
-    s->id = id;
+    size_t kept[4], total = 0;
+    for (int i = 0; i < 4; i++) {
+        kept[i] = len[i] < keep_cap(i) ? len[i] : keep_cap(i);
+        total += kept[i] + 1;
+    }
+    s = malloc(sizeof(*s) + total);
+    if (s == NULL) return 1;
+    memset(s, 0, sizeof(*s));
+    char *d = s->data;
+    for (int i = 0; i < 4; i++) {
+        s->full_len[i] = len[i];
+        s->kept_len[i] = kept[i];
+        s->part[i] = d;
+        if (kept[i]) memcpy(d, ptr[i], kept[i]);
+        d[kept[i]] = '\0';
+        d += kept[i] + 1;
+    }
+    s->hash = h;
+    s->fp = fp;
     s->window_start = now_ms;
-    s->suppressed = 0;
+    copy_word(s->mode, sizeof(s->mode), e->mode);
+    copy_word(s->action, sizeof(s->action), e->action);
+    ident **b = &l->buckets[h & (l->nbuckets - 1)];
+    s->hnext = *b;
+    *b = s;
+    fifo_append(l, s);
+    l->count++;
     return 1;
+}
+
+size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud)
+{
+    size_t n = 0;
+    if (l == NULL) return 0;
+    while (l->oldest && !in_window(l, l->oldest->window_start, now_ms)) {
+        ident *s = l->oldest;
+        if (s->suppressed > 0 && emit) {
+            audit_event e;
+            memset(&e, 0, sizeof(e));
+            e.event = s->part[ID_EVENT];
+            e.mode = s->mode;
+            e.action = s->action;
+            e.rule = s->part[ID_RULE];
+            e.rule_len = s->kept_len[ID_RULE];
+            e.key = s->part[ID_KEY];
+            e.key_len = s->kept_len[ID_KEY];
+            e.client = s->part[ID_IP];
+            e.detail = "rate-limited";
+            e.held_ms = -1;
+            emit(ud, &e, s->suppressed);
+            n++;
+        }
+        forget(l, s);
+    }
+    if (l->lost > 0) {
+        if (emit) {
+            audit_event e;
+            memset(&e, 0, sizeof(e));
+            e.event = "audit_suppressed";
+            e.detail = "rate-limited events of identities forgotten for lack of room";
+            e.held_ms = -1;
+            emit(ud, &e, l->lost);
+            n++;
+        }
+        l->lost = 0;
+    }
+    return n;
 }

@@ -1,5 +1,5 @@
 /* Audit log events (SPEC section 7): one JSON object per line, and a rate limiter so that a
- * hot loop cannot flood the disk. Formatting only; the writer is proxy/auditlog.c. */
+ * hot loop cannot flood the disk. Formatting only, no I/O; the writer is proxy/auditlog.c. */
 #ifndef LP_AUDIT_H
 #define LP_AUDIT_H
 
@@ -10,11 +10,11 @@ typedef struct audit_event {
     const char *event;          /* setnx_no_ttl, del_unchecked, late_release, ... */
     const char *mode;           /* enforce or audit */
     const char *action;         /* rewritten, refused, forwarded */
-    const char *rule;           /* the rule's prefix */
+    const char *rule;           /* the rule's prefix (binary) */
     size_t rule_len;
-    const char *key;
+    const char *key;            /* binary */
     size_t key_len;
-    const char *client;         /* ip:port */
+    const char *client;         /* "ip:port" (NUL-terminated) */
     const char *client_name;    /* NULL when not set */
     size_t client_name_len;
     const char *detail;         /* free text, may be NULL */
@@ -23,23 +23,70 @@ typedef struct audit_event {
     size_t token_len;
 } audit_event;
 
-/* Writes one JSON line (ending in '\n') for e into buf. wall_ms is the time (ms since the
- * epoch); suppressed, when not 0, is the number of identical events left out before this one.
- * Binary keys and names are escaped so the line is valid JSON and UTF-8; long ones are cut.
- * Returns the length, or 0 when cap is too small. */
+/* How much of each string field is shown, in bytes of escaped JSON text (between the
+ * quotes). A longer field is cut at a character boundary and ends with "…" (U+2026). */
+#define AUDIT_SHOW_KEY     512      /* key, detail */
+#define AUDIT_SHOW_NAME    256      /* rule, client, client_name */
+#define AUDIT_SHOW_WORD    64       /* event, mode, action */
+
+/* A buffer of this size always holds a formatted line, whatever the event's contents. */
+#define AUDIT_LINE_MAX     4096
+
+/* Writes one JSON object and '\n' for e into buf:
+ *   {"ts":"2026-11-23T10:00:00.123Z","event":..,"mode":..,"action":..,"rule":..,"key":..,
+ *    "client":..,"client_name":.. (when set),"detail":..,"held_ms":N (when >= 0),
+ *    "token_hash":"<16 hex>" (when a token is given),"suppressed":N (when N > 0)}
+ * wall_ms is the time in ms since the epoch (UTC; clamped to years 1970..9999). NULL strings
+ * are written as "". Bytes are escaped so that the line is always valid JSON and UTF-8: the
+ * usual \" \\ \n \r \t \b \f, other controls and 0x7f as \u00XX, and every byte that is not
+ * part of a valid UTF-8 sequence as \u00XX of its value. Adds a NUL after the '\n' when there
+ * is room (not counted). Returns the line's length, or 0 when cap is too small for it (buf is
+ * then left with unspecified contents but never written past cap). */
 size_t audit_format(const audit_event *e, int64_t wall_ms, uint64_t suppressed, char *buf, size_t cap);
 
-/* The short hash lock tokens are logged as: 16 hex digits of 64-bit FNV-1a. */
+/* Writes wall_ms as RFC 3339 UTC with milliseconds, "YYYY-MM-DDTHH:MM:SS.mmmZ", and a NUL
+ * into out (24 characters). Returns 24. */
+size_t audit_format_time(int64_t wall_ms, char out[25]);
+
+/* The short hash lock tokens are logged as: 16 lowercase hex digits of 64-bit FNV-1a, and a
+ * NUL. It lets a reader match an acquire to its release; it is not a secret-keeping hash, so
+ * a guessable token stays guessable. */
 void audit_token_hash(const void *token, size_t len, char out[17]);
 
+/* ---- rate limiting ----
+ * Identical events (same event, rule, key, and client IP, i.e. client without ":port") are
+ * logged once per window: the first occurrence opens a window of window_ms, the ones after
+ * it inside the window are suppressed and counted. The count is reported on the next logged
+ * occurrence of that identity, or by audit_limiter_flush() once the window is over.
+ * At most max_tracked identities are remembered; when full, the one whose window opened
+ * first is forgotten (its pending count moves to a global count that flush reports).
+ * Memory: about 100 bytes plus up to AUDIT_SHOW_KEY bytes of key per identity. */
 typedef struct audit_limiter audit_limiter;
 
-/* Identical events (same event, rule, key and client IP) are logged once per window_ms;
- * at most max_tracked identities are remembered at a time. */
+/* Returns NULL when out of memory. max_tracked 0 is taken as 1. */
 audit_limiter *audit_limiter_new(int64_t window_ms, size_t max_tracked);
+/* Accepts NULL. */
 void audit_limiter_free(audit_limiter *l);
-/* Returns 1 when e should be logged now (with *suppressed the count left out since the last
- * one of its kind), 0 when it is suppressed and counted. */
+
+/* Returns 1 when e should be logged now, with *suppressed set to the number of identical
+ * events left out since the previous logged one of the same identity (0 when none); returns
+ * 0 when e is suppressed (and counted). now_ms is a monotonic clock. A NULL limiter, or no
+ * memory to track a new identity, logs everything. O(1) average. */
 int audit_limiter_check(audit_limiter *l, const audit_event *e, int64_t now_ms, uint64_t *suppressed);
+
+/* Called by audit_limiter_flush() once per summary line; e and its strings are valid only
+ * during the call. */
+typedef void (*audit_emit_fn)(void *ud, const audit_event *e, uint64_t suppressed);
+
+/* Forgets every identity whose window is over at now_ms, and for each that has suppressed
+ * events calls emit with a summary event: the identity's event, rule and key, its client IP
+ * as client, the mode and action of its last logged occurrence, detail "rate-limited", and
+ * the count as suppressed. Counts of identities forgotten for lack of room are reported as
+ * one event "audit_suppressed" (empty rule and key). emit may be NULL (counts are dropped).
+ * Meant for a periodic timer; costs O(identities forgotten). Returns the number of summaries. */
+size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud);
+
+/* Number of identities tracked now. */
+size_t audit_limiter_count(const audit_limiter *l);
 
 #endif

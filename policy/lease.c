@@ -1,82 +1,288 @@
-/* The lease table: a chained hash table on (key, owner). See lease.h. */
-#include <stdlib.h>
-#include <string.h>
+/* The lease table. See lease.h.
+ *
+ * Three indexes over one set of entries:
+ *   - a chained hash table on (key, owner), grown by doubling at load factor 1;
+ *   - a binary min-heap on deadline_ms, for eviction and sweeping (the earliest deadline is
+ *     always at heap[0]; each entry knows its heap slot);
+ *   - for connection-scoped leases, a small hash map conn_id -> doubly-linked list of that
+ *     connection's entries, so that a closing session drops its leases in O(its leases).
+ * Each entry is one allocation holding the key and owner bytes; the value is a second one
+ * because a replacing lease_put changes it. */
 #include "policy/lease.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+#define LEASE_MIN_BUCKETS 64
+#define CONN_MIN_BUCKETS 16
+
+typedef struct conn_list conn_list;
+
 typedef struct entry {
-    lease l;
+    lease l;                    /* l.key and l.owner point into data[] */
     uint64_t hash;
-    struct entry *next;
+    struct entry *next;         /* hash chain */
+    size_t heap_idx;
+    conn_list *conn;            /* NULL unless l.conn_scoped */
+    struct entry *cprev, *cnext;
+    char data[];                /* key, NUL, owner, NUL */
 } entry;
+
+struct conn_list {
+    uint64_t conn_id;
+    size_t n;
+    entry *head;
+    conn_list *next;            /* conn map chain */
+};
 
 struct lease_table {
     entry **buckets;
-    size_t nbuckets;         /* a power of two */
+    size_t nbuckets;            /* a power of two */
     size_t count, max;
-    size_t nconn;            /* connection-scoped entries */
+    entry **heap;               /* count entries, ordered by deadline_ms */
+    size_t heap_cap;
+    conn_list **cbuckets;
+    size_t ncbuckets;           /* a power of two */
+    size_t nconns;
+    uint64_t seed;
 };
 
-/* FNV-1a over key, a separator, and owner. */
-static uint64_t hash_of(const void *key, size_t keylen, const void *owner, size_t ownerlen) {
-    uint64_t h = 1469598103934665603ULL;
-    const unsigned char *p = key;
-    for (size_t i = 0; i < keylen; i++) h = (h ^ p[i]) * 1099511628211ULL;
-    h = (h ^ 0xff) * 1099511628211ULL;
-    p = owner;
-    for (size_t i = 0; i < ownerlen; i++) h = (h ^ p[i]) * 1099511628211ULL;
+/* ---- hashing ---- */
+
+/* A 64-bit finalizer (xor-shift and multiply rounds): spreads every input bit over the result. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
     return h;
 }
 
-lease_table *lease_table_new(size_t max_entries) {
+/* Hash of (key, owner), seeded per table. The key's length is mixed in between the two so
+ * that ("ab", "c") and ("a", "bc") differ. Not a cryptographic defence against chosen keys:
+ * the seed only makes collisions harder to precompute. */
+static uint64_t pair_hash(const lease_table *t, const void *key, size_t keylen, const void *owner,
+                          size_t ownerlen)
+{
+    uint64_t h = fnv_bytes(0xcbf29ce484222325ULL ^ t->seed, key, keylen);
+    h = mix64(h ^ (uint64_t)keylen);
+    h = fnv_bytes(h, owner, ownerlen);
+    return mix64(h ^ (uint64_t)ownerlen);
+}
+
+static size_t conn_slot(const lease_table *t, uint64_t conn_id)
+{
+    return (size_t)(mix64(conn_id ^ t->seed) & (t->ncbuckets - 1));
+}
+
+/* ---- the deadline heap ---- */
+
+static void heap_set(lease_table *t, size_t i, entry *e)
+{
+    t->heap[i] = e;
+    e->heap_idx = i;
+}
+
+/* Moves the entry at slot i towards the root while it is earlier than its parent. */
+static void heap_up(lease_table *t, size_t i)
+{
+    entry *e = t->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (t->heap[parent]->l.deadline_ms <= e->l.deadline_ms) break;
+        heap_set(t, i, t->heap[parent]);
+        i = parent;
+    }
+    heap_set(t, i, e);
+}
+
+/* Moves the entry at slot i towards the leaves while a child is earlier. */
+static void heap_down(lease_table *t, size_t i)
+{
+    entry *e = t->heap[i];
+    size_t n = t->count;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && t->heap[c + 1]->l.deadline_ms < t->heap[c]->l.deadline_ms) c++;
+        if (e->l.deadline_ms <= t->heap[c]->l.deadline_ms) break;
+        heap_set(t, i, t->heap[c]);
+        i = c;
+    }
+    heap_set(t, i, e);
+}
+
+/* Restores the heap order around slot i after its deadline changed either way. */
+static void heap_fix(lease_table *t, size_t i)
+{
+    if (i > 0 && t->heap[(i - 1) / 2]->l.deadline_ms > t->heap[i]->l.deadline_ms) heap_up(t, i);
+    else heap_down(t, i);
+}
+
+/* Makes room for n heap slots. Returns 0, or -1 when out of memory. */
+static int heap_reserve(lease_table *t, size_t n)
+{
+    if (n <= t->heap_cap) return 0;
+    size_t cap = t->heap_cap ? t->heap_cap : 64;
+    while (cap < n) cap *= 2;
+    if (cap > t->max) cap = t->max;
+    entry **h = realloc(t->heap, cap * sizeof(*h));
+    if (h == NULL) return -1;
+    t->heap = h;
+    t->heap_cap = cap;
+    return 0;
+}
+
+/* ---- the per-connection lists ---- */
+
+static conn_list *conn_find(const lease_table *t, uint64_t conn_id)
+{
+    conn_list *c = t->cbuckets[conn_slot(t, conn_id)];
+    while (c != NULL && c->conn_id != conn_id) c = c->next;
+    return c;
+}
+
+/* Doubles the conn map; on allocation failure the chains just stay longer. */
+static void conn_grow(lease_table *t)
+{
+    size_t n = t->ncbuckets * 2;
+    conn_list **nb = calloc(n, sizeof(*nb));
+    if (nb == NULL) return;
+    conn_list **old = t->cbuckets;
+    size_t oldn = t->ncbuckets;
+    t->cbuckets = nb;
+    t->ncbuckets = n;
+    for (size_t i = 0; i < oldn; i++) {
+        conn_list *c = old[i];
+        while (c != NULL) {
+            conn_list *next = c->next;
+            size_t s = conn_slot(t, c->conn_id);
+            c->next = nb[s];
+            nb[s] = c;
+            c = next;
+        }
+    }
+    free(old);
+}
+
+/* Adds e to the list of its connection, creating the list. Returns 0, or -1 when out of
+ * memory (e is then in no list). */
+static int conn_link(lease_table *t, entry *e)
+{
+    conn_list *c = conn_find(t, e->l.conn_id);
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) return -1;
+        c->conn_id = e->l.conn_id;
+        size_t s = conn_slot(t, c->conn_id);
+        c->next = t->cbuckets[s];
+        t->cbuckets[s] = c;
+        if (++t->nconns > t->ncbuckets) conn_grow(t);
+    }
+    e->cprev = NULL;
+    e->cnext = c->head;
+    if (c->head) c->head->cprev = e;
+    c->head = e;
+    c->n++;
+    e->conn = c;
+    return 0;
+}
+
+/* Takes e out of its connection's list; frees the list when it becomes empty. */
+static void conn_unlink(lease_table *t, entry *e)
+{
+    conn_list *c = e->conn;
+    if (c == NULL) return;
+    if (e->cprev) e->cprev->cnext = e->cnext;
+    else c->head = e->cnext;
+    if (e->cnext) e->cnext->cprev = e->cprev;
+    e->conn = NULL;
+    e->cprev = e->cnext = NULL;
+    if (--c->n > 0) return;
+    conn_list **pc = &t->cbuckets[conn_slot(t, c->conn_id)];
+    while (*pc != c) pc = &(*pc)->next;
+    *pc = c->next;
+    free(c);
+    t->nconns--;
+}
+
+/* ---- the table ---- */
+
+lease_table *lease_table_new(size_t max_entries)
+{
+    static uint64_t counter;
     lease_table *t = calloc(1, sizeof(*t));
     if (t == NULL) return NULL;
-    t->nbuckets = 64;
-    t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
-    if (t->buckets == NULL) { free(t); return NULL; }
     t->max = max_entries ? max_entries : 1;
+    t->nbuckets = LEASE_MIN_BUCKETS;
+    t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+    t->ncbuckets = CONN_MIN_BUCKETS;
+    t->cbuckets = calloc(t->ncbuckets, sizeof(*t->cbuckets));
+    if (t->buckets == NULL || t->cbuckets == NULL) goto oom;
+    t->seed = mix64((uint64_t)(uintptr_t)t ^ (++counter * 0x9e3779b97f4a7c15ULL));
     return t;
+oom:
+    lease_table_free(t);
+    return NULL;
 }
 
-static void entry_free(entry *e) {
-    free(e->l.key);
-    free(e->l.owner);
-    free(e->l.value);
-    free(e);
-}
-
-void lease_table_free(lease_table *t) {
+void lease_table_free(lease_table *t)
+{
     if (t == NULL) return;
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        entry *e = t->buckets[i];
-        while (e) { entry *n = e->next; entry_free(e); e = n; }
+    if (t->buckets) {
+        for (size_t i = 0; i < t->nbuckets; i++) {
+            entry *e = t->buckets[i];
+            while (e) {
+                entry *next = e->next;
+                free(e->l.value);
+                free(e);
+                e = next;
+            }
+        }
+    }
+    if (t->cbuckets) {
+        for (size_t i = 0; i < t->ncbuckets; i++) {
+            conn_list *c = t->cbuckets[i];
+            while (c) {
+                conn_list *next = c->next;
+                free(c);
+                c = next;
+            }
+        }
     }
     free(t->buckets);
+    free(t->cbuckets);
+    free(t->heap);
     free(t);
 }
 
-static entry **find(lease_table *t, const void *key, size_t keylen, const void *owner, size_t ownerlen, uint64_t h) {
-    entry **pe = &t->buckets[h & (t->nbuckets - 1)];
-    for (; *pe; pe = &(*pe)->next) {
-        entry *e = *pe;
+/* Returns the entry of (key, owner) with hash h, or NULL. */
+static entry *find(const lease_table *t, const void *key, size_t keylen, const void *owner,
+                   size_t ownerlen, uint64_t h)
+{
+    for (entry *e = t->buckets[h & (t->nbuckets - 1)]; e; e = e->next) {
         if (e->hash == h && e->l.keylen == keylen && e->l.ownerlen == ownerlen &&
             memcmp(e->l.key, key, keylen) == 0 && memcmp(e->l.owner, owner, ownerlen) == 0)
-            return pe;
+            return e;
     }
-    return pe;
+    return NULL;
 }
 
-static void unlink_entry(lease_table *t, entry **pe) {
-    entry *e = *pe;
-    *pe = e->next;
-    t->count--;
-    if (e->l.conn_scoped) t->nconn--;
-    entry_free(e);
-}
-
-static void grow(lease_table *t) {
+/* Doubles the bucket array; on allocation failure the chains just stay longer. */
+static void grow(lease_table *t)
+{
     size_t n = t->nbuckets * 2;
     entry **nb = calloc(n, sizeof(*nb));
-    if (nb == NULL) return;              /* keep the longer chains */
+    if (nb == NULL) return;
     for (size_t i = 0; i < t->nbuckets; i++) {
         entry *e = t->buckets[i];
         while (e) {
@@ -91,106 +297,174 @@ static void grow(lease_table *t) {
     t->nbuckets = n;
 }
 
-/* Makes room for one entry: expired ones first, else the one nearest its deadline. */
-static int make_room(lease_table *t, int64_t now_ms) {
-    if (lease_sweep(t, now_ms, 0) > 0) return 0;
-    entry **victim = NULL;
-    for (size_t i = 0; i < t->nbuckets; i++)
-        for (entry **pe = &t->buckets[i]; *pe; pe = &(*pe)->next)
-            if (victim == NULL || (*pe)->l.deadline_ms < (*victim)->l.deadline_ms) victim = pe;
-    if (victim) unlink_entry(t, victim);
-    return 1;
+/* Removes e from all three indexes and frees it. */
+static void remove_entry(lease_table *t, entry *e)
+{
+    entry **pe = &t->buckets[e->hash & (t->nbuckets - 1)];
+    while (*pe != e) pe = &(*pe)->next;
+    *pe = e->next;
+
+    size_t i = e->heap_idx;
+    t->count--;
+    if (i != t->count) {
+        heap_set(t, i, t->heap[t->count]);
+        heap_fix(t, i);
+    }
+
+    conn_unlink(t, e);
+    free(e->l.value);
+    free(e);
 }
 
-static char *dup(const void *p, size_t len) {
-    char *d = malloc(len + 1);
-    if (d == NULL) abort();
-    memcpy(d, p, len);
-    d[len] = '\0';
+static char *dup_bytes(const void *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d == NULL) return NULL;
+    if (n) memcpy(d, p, n);
+    d[n] = '\0';
     return d;
+}
+
+/* Gives a fresh entry its hash-table, heap and connection places. Returns 0, or -1 when out
+ * of memory (e is then freed). The heap has room: the caller reserved it. */
+static int insert_entry(lease_table *t, entry *e)
+{
+    if (e->l.conn_scoped && conn_link(t, e) < 0) {
+        free(e->l.value);
+        free(e);
+        return -1;
+    }
+    size_t b = e->hash & (t->nbuckets - 1);
+    e->next = t->buckets[b];
+    t->buckets[b] = e;
+    t->heap[t->count] = e;
+    e->heap_idx = t->count;
+    t->count++;
+    heap_up(t, e->heap_idx);
+    if (t->count > t->nbuckets) grow(t);
+    return 0;
 }
 
 int lease_put(lease_table *t, const void *key, size_t keylen, const void *owner, size_t ownerlen,
               const void *value, size_t valuelen, uint64_t conn_id, int64_t now_ms,
-              int64_t deadline_ms, int conn_scoped) {
-    uint64_t h = hash_of(key, keylen, owner, ownerlen);
-    entry **pe = find(t, key, keylen, owner, ownerlen, h);
-    int evicted = 0;
-    if (*pe == NULL) {
-        if (t->count >= t->max) {
-            evicted = make_room(t, now_ms);
-            pe = find(t, key, keylen, owner, ownerlen, h);
-        }
-        if (t->count >= t->nbuckets) {
-            grow(t);
-            pe = find(t, key, keylen, owner, ownerlen, h);
-        }
-        entry *e = calloc(1, sizeof(*e));
-        if (e == NULL) abort();
-        e->hash = h;
-        e->l.key = dup(key, keylen);
-        e->l.keylen = keylen;
-        e->l.owner = dup(owner, ownerlen);
-        e->l.ownerlen = ownerlen;
-        *pe = e;
-        t->count++;
-    } else {
-        free((*pe)->l.value);
-        if ((*pe)->l.conn_scoped) t->nconn--;
+              int64_t deadline_ms, int conn_scoped)
+{
+    uint64_t h = pair_hash(t, key, keylen, owner, ownerlen);
+    entry *e = find(t, key, keylen, owner, ownerlen, h);
+    char *v = dup_bytes(value, valuelen);
+    if (v == NULL) {
+        if (e) remove_entry(t, e);
+        return -1;
     }
-    entry *e = *pe;
-    e->l.value = dup(value, valuelen);
+    conn_scoped = conn_scoped != 0;
+
+    if (e != NULL) {
+        /* Replace in place; re-file it under its (possibly new) connection. */
+        free(e->l.value);
+        e->l.value = v;
+        e->l.valuelen = valuelen;
+        if (e->conn && (!conn_scoped || e->l.conn_id != conn_id)) conn_unlink(t, e);
+        e->l.conn_id = conn_id;
+        e->l.conn_scoped = conn_scoped;
+        e->l.acquired_ms = now_ms;
+        e->l.deadline_ms = deadline_ms;
+        heap_fix(t, e->heap_idx);
+        if (conn_scoped && e->conn == NULL && conn_link(t, e) < 0) {
+            remove_entry(t, e);
+            return -1;
+        }
+        return 0;
+    }
+
+    int evicted_live = 0;
+    if (t->count >= t->max) {
+        /* The earliest deadline goes: an expired lease if there is any, else the live lease
+         * closest to its end. */
+        entry *victim = t->heap[0];
+        evicted_live = victim->l.deadline_ms >= now_ms;
+        remove_entry(t, victim);
+    }
+    if (heap_reserve(t, t->count + 1) < 0) goto oom;
+    e = malloc(sizeof(*e) + keylen + 1 + ownerlen + 1);
+    if (e == NULL) goto oom;
+    memset(e, 0, sizeof(*e));
+    e->hash = h;
+    e->l.key = e->data;
+    e->l.keylen = keylen;
+    if (keylen) memcpy(e->l.key, key, keylen);
+    e->l.key[keylen] = '\0';
+    e->l.owner = e->data + keylen + 1;
+    e->l.ownerlen = ownerlen;
+    if (ownerlen) memcpy(e->l.owner, owner, ownerlen);
+    e->l.owner[ownerlen] = '\0';
+    e->l.value = v;
     e->l.valuelen = valuelen;
     e->l.conn_id = conn_id;
     e->l.conn_scoped = conn_scoped;
-    if (conn_scoped) t->nconn++;
     e->l.acquired_ms = now_ms;
     e->l.deadline_ms = deadline_ms;
-    return evicted;
+    if (insert_entry(t, e) < 0) return -1;
+    return evicted_live;
+oom:
+    free(v);
+    return -1;
 }
 
-const lease *lease_get(lease_table *t, const void *key, size_t keylen, const void *owner, size_t ownerlen) {
-    entry **pe = find(t, key, keylen, owner, ownerlen, hash_of(key, keylen, owner, ownerlen));
-    return *pe ? &(*pe)->l : NULL;
+const lease *lease_get(lease_table *t, const void *key, size_t keylen, const void *owner,
+                       size_t ownerlen)
+{
+    entry *e = find(t, key, keylen, owner, ownerlen, pair_hash(t, key, keylen, owner, ownerlen));
+    return e ? &e->l : NULL;
 }
 
 int lease_set_deadline(lease_table *t, const void *key, size_t keylen, const void *owner,
-                       size_t ownerlen, int64_t deadline_ms) {
-    entry **pe = find(t, key, keylen, owner, ownerlen, hash_of(key, keylen, owner, ownerlen));
-    if (*pe == NULL) return -1;
-    (*pe)->l.deadline_ms = deadline_ms;
+                       size_t ownerlen, int64_t deadline_ms)
+{
+    entry *e = find(t, key, keylen, owner, ownerlen, pair_hash(t, key, keylen, owner, ownerlen));
+    if (e == NULL) return -1;
+    e->l.deadline_ms = deadline_ms;
+    heap_fix(t, e->heap_idx);
     return 0;
 }
 
-void lease_del(lease_table *t, const void *key, size_t keylen, const void *owner, size_t ownerlen) {
-    entry **pe = find(t, key, keylen, owner, ownerlen, hash_of(key, keylen, owner, ownerlen));
-    if (*pe) unlink_entry(t, pe);
+void lease_del(lease_table *t, const void *key, size_t keylen, const void *owner, size_t ownerlen)
+{
+    entry *e = find(t, key, keylen, owner, ownerlen, pair_hash(t, key, keylen, owner, ownerlen));
+    if (e) remove_entry(t, e);
 }
 
-/* A scan of the table, skipped when no connection-scoped lease exists. */
-size_t lease_drop_conn(lease_table *t, uint64_t conn_id) {
+size_t lease_drop_conn(lease_table *t, uint64_t conn_id)
+{
+    if (t == NULL) return 0;
+    conn_list *c = conn_find(t, conn_id);
+    if (c == NULL) return 0;
+    /* remove_entry frees c together with its last entry: count first, then stop. */
+    size_t n = c->n;
+    for (size_t i = 0; i < n; i++) remove_entry(t, c->head);
+    return n;
+}
+
+/* True when deadline lies more than grace ms before now, without overflowing for extreme
+ * values (the difference is taken in unsigned arithmetic, where it is exact). */
+static int past_grace(int64_t deadline, int64_t now, int64_t grace)
+{
+    if (deadline >= now) return 0;
+    uint64_t behind = (uint64_t)now - (uint64_t)deadline;
+    return behind > (uint64_t)(grace > 0 ? grace : 0);
+}
+
+size_t lease_sweep(lease_table *t, int64_t now_ms, int64_t grace_ms)
+{
     size_t n = 0;
-    if (t == NULL || t->nconn == 0) return 0;
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        entry **pe = &t->buckets[i];
-        while (*pe) {
-            if ((*pe)->l.conn_scoped && (*pe)->l.conn_id == conn_id) { unlink_entry(t, pe); n++; }
-            else pe = &(*pe)->next;
-        }
+    if (t == NULL) return 0;
+    while (t->count > 0 && past_grace(t->heap[0]->l.deadline_ms, now_ms, grace_ms)) {
+        remove_entry(t, t->heap[0]);
+        n++;
     }
     return n;
 }
 
-size_t lease_sweep(lease_table *t, int64_t now_ms, int64_t grace_ms) {
-    size_t n = 0;
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        entry **pe = &t->buckets[i];
-        while (*pe) {
-            if ((*pe)->l.deadline_ms + grace_ms < now_ms) { unlink_entry(t, pe); n++; }
-            else pe = &(*pe)->next;
-        }
-    }
-    return n;
+size_t lease_count(const lease_table *t)
+{
+    return t ? t->count : 0;
 }
-
-size_t lease_count(const lease_table *t) { return t ? t->count : 0; }

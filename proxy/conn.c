@@ -51,6 +51,7 @@ typedef struct pend {
     uint8_t proto;           /* HELLO: the version asked for, 0 when none */
     uint8_t auth;            /* AUTH or HELLO AUTH: success authenticates the client */
     uint8_t probe;           /* sent unauthenticated: the reply tells whether auth is required */
+    uint8_t blocking;        /* may wait for other clients: no upstream-timeout */
     uint32_t n;
     lp_block *local;         /* LOCAL: the bytes */
     lock_op *op;             /* OP: the decision */
@@ -185,7 +186,7 @@ static void q_pop(session *s) {
 
 static void expect_plain(session *s, uint32_t n) {
     pend *t = q_tail(s);
-    if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && t->n < UINT32_MAX - n) t->n += n;
+    if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && t->n < UINT32_MAX - n) t->n += n;
     else q_push(s, PEND_PLAIN)->n = n;
 }
 
@@ -219,6 +220,21 @@ static void queue_local(session *s, const char *bytes, size_t len, int close_aft
 static void lose_tracking(session *s, const char *why) {
     if (s->raw) return;
     lp_logf("tracking_lost client=%s: %s; passing bytes through", s->peer, why);
+    if (s->px->lock.log != NULL && s->px->policy != NULL) {
+        audit_event e;
+        memset(&e, 0, sizeof(e));
+        e.event = "tracking_lost";
+        e.mode = "-";
+        e.action = "forwarded";
+        e.rule = "";
+        e.key = "";
+        e.client = s->peer;
+        e.client_name = s->name;
+        e.client_name_len = s->name_len;
+        e.detail = why;
+        e.held_ms = -1;
+        s->px->lock.log(s->px->lock.log_ud, &e);
+    }
     s->raw = 1;
     /* Replies still due are no longer paired; local replies queued behind them go now. */
     while (s->qlen) {
@@ -308,6 +324,34 @@ static void update_reading(session *s) {
     }
 }
 
+static void upstream_lost(session *s, const char *why);
+
+/* upstream-timeout: the upstream must say something within the limit while a request that
+ * does not block waits at the head of the queue. */
+static void upstream_timeout_cb(uv_timer_t *t) {
+    session *s = t->data;
+    if (s->closing || s->up_gone || !s->up_connected) return;
+    lp_logf("upstream silent for %lld ms with a request pending, client=%s: closing",
+            s->px->cfg->upstream_timeout_ms, s->peer);
+    upstream_lost(s, "upstream timeout");
+    uv_read_stop(&s->up.stream);
+    s->up_reading = 0;
+    flush(s);
+    maybe_finish(s);
+}
+
+static void arm_upstream_timer(session *s, int restart) {
+    long long ms = s->px->cfg->upstream_timeout_ms;
+    if (ms <= 0 || !s->up_connected || s->up_gone || s->closing) return;
+    pend *h = q_head(s);
+    int want = h != NULL && !h->blocking && h->kind != PEND_LOCAL && !s->raw && !s->monitor;
+    if (!want) {
+        uv_timer_stop(&s->timer);
+    } else if (restart || !uv_is_active((uv_handle_t *)&s->timer)) {
+        uv_timer_start(&s->timer, upstream_timeout_cb, (uint64_t)ms, 0);
+    }
+}
+
 /* Closes the session once nothing is left to do: no input will come, no reply is due,
  * and every byte for the client has been written. */
 static void maybe_finish(session *s) {
@@ -372,6 +416,22 @@ static int sub_command(const resp_request *r, uint8_t *family, int *unsub) {
         }
     }
     return -1;
+}
+
+/* Commands that may wait on other clients, outside MULTI: BLPOP and friends, WAIT,
+ * XREAD/XREADGROUP with BLOCK. */
+static int is_blocking(const resp_request *r) {
+    static const char *names[] = {"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin",
+                                  "bzpopmax", "bzmpop", "wait", "waitaof"};
+    const resp_arg *a = &r->argv[0];
+    if (a->len == 0 || (a->ptr[0] | 0x20) == 'b' || (a->ptr[0] | 0x20) == 'w') {
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (resp_arg_is(a, names[i])) return 1;
+    }
+    if (resp_arg_is(a, "xread") || resp_arg_is(a, "xreadgroup"))
+        for (int i = 1; i < r->argc; i++)
+            if (resp_arg_is(&r->argv[i], "block")) return 1;
+    return 0;
 }
 
 /* Remembers CLIENT SETNAME (or HELLO ... SETNAME) for the client-name owner scope. */
@@ -509,6 +569,10 @@ static int account_request(session *s, const resp_request *r) {
     }
     if (!silent && !s->authed) {
         q_push(s, PEND_PLAIN)->probe = 1;
+        return 1;
+    }
+    if (!silent && is_blocking(r)) {
+        q_push(s, PEND_PLAIN)->blocking = 1;
         return 1;
     }
     if (!silent) expect_plain(s, 1);
@@ -684,6 +748,7 @@ static void client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
     s->in->len += (size_t)nread;
     process_client_input(s);
     if (s->closing) return;
+    arm_upstream_timer(s, 0);
     flush(s);
     maybe_finish(s);
 }
@@ -951,6 +1016,7 @@ static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     lp_block_unref(s->rin);
     s->rin = NULL;
     if (s->closing) return;
+    arm_upstream_timer(s, 1);
     flush(s);
     maybe_finish(s);
 }

@@ -592,7 +592,9 @@ hp_proc *hp_redis_start(const char *const *extra)
     if (mkdir(p->dir, 0755) != 0 && errno != EEXIST) hp_bail("mkdir %s: %s", p->dir, strerror(errno));
     const char *pw = hp_argv_value(extra, "--requirepass");
     if (pw != NULL) snprintf(p->password, sizeof p->password, "%s", pw);
+    /* Clients reach it over TCP; a unix socket is there for proxies' "--upstream unix:...". */
     const char *sock = hp_argv_value(extra, "--unixsocket");
+    if (sock != NULL) snprintf(p->unix_path, sizeof p->unix_path, "%s", sock);
     char why[300] = "";
     for (int attempt = 0; attempt < 5; attempt++) {
         p->port = hp_free_port();
@@ -605,10 +607,7 @@ hp_proc *hp_redis_start(const char *const *extra)
         };
         hp_proc_set_argv(p, hp_argv_build(base, (int)(sizeof base / sizeof base[0]), extra));
         if (hp_spawn(p) != 0) hp_abort("%s: cannot start redis-server", p->name);
-        if (hp_wait_ready(p, HP_READY_MS, why, sizeof why) == 0) {
-            (void)sock;   /* clients reach it over TCP; the socket is for proxies' upstream */
-            return p;
-        }
+        if (hp_wait_ready(p, HP_READY_MS, why, sizeof why) == 0) return p;
         if (p->pid > 0) {
             kill(p->pid, SIGKILL);
             hp_reap(p, 2000);
@@ -706,6 +705,38 @@ int hp_wait_exit(hp_proc *p, int timeout_ms)
     return hp_reap(p, timeout_ms) == 0 ? p->exit_code : -1;
 }
 
+/* For a process that hangs: its threads' stacks (gdb, when installed) into <name>.stacks in
+ * the temp dir, and their first lines as diagnostics. */
+static void hp_dump_stacks(const hp_proc *p)
+{
+    if (access("/usr/bin/gdb", X_OK) != 0) return;
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)p->pid);
+    const char *argv[] = { "/usr/bin/gdb", "-p", pid, "-batch", "-nx", "-ex", "thread apply all bt",
+                           NULL };
+    hp_buf out = {0};
+    hp_run(argv, NULL, 0, &out, NULL, 20000);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.stacks", hp_dir, p->name);
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        if (out.len) fwrite(out.data, 1, out.len, f);
+        fclose(f);
+    }
+    int shown = 0;
+    for (char *line = out.data; line != NULL && *line && shown < 40; ) {
+        char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        if (line[0] == '#' || strncmp(line, "Thread", 6) == 0) {
+            diag("%s| %.*s", p->name, len, line);
+            shown++;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    diag("%s: stacks in %s", p->name, path);
+    hp_buf_free(&out);
+}
+
 int hp_stop(hp_proc *p, int timeout_ms)
 {
     if (p->stand_in) return 0;
@@ -714,6 +745,7 @@ int hp_stop(hp_proc *p, int timeout_ms)
     kill(p->pid, SIGCONT);
     if (hp_reap(p, timeout_ms) == 0) return p->exit_code;
     diag("%s did not exit within %d ms of SIGTERM: killing it", p->name, timeout_ms);
+    hp_dump_stacks(p);
     kill(p->pid, SIGKILL);
     hp_reap(p, 5000);
     return -1;

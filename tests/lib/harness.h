@@ -79,7 +79,8 @@ typedef struct hp_proc {
     char name[32];               /* "redis-1", "proxy-2": in messages and file names */
     pid_t pid;                   /* > 0 while running; 0 when stopped or not a child of ours */
     int port;                    /* loopback TCP port it listens on (0 with unix_path) */
-    char unix_path[108];         /* listening socket path when it listens on unix:... */
+    char unix_path[108];         /* proxy: its unix:... listening socket (then port is 0);
+                                  * redis: its --unixsocket (clients still use the port) */
     char log[4096];              /* its stdout and stderr */
     char dir[4096];              /* its working directory (redis: --dir) */
     char password[128];          /* redis: --requirepass, proxy: its upstream's; "" for none */

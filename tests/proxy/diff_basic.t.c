@@ -226,6 +226,30 @@ static void test_command_docs(void)
     diff_want("COMMAND (all), then PING", all, &big, (const char *[]){ "+PONG\r\n", NULL });
 }
 
+/* The same through a proxy that listens on a unix socket and reaches Redis over its unix
+ * socket. */
+static void test_unix(void)
+{
+    char rsock[200], psock[200], up[210], listen[210];
+    snprintf(rsock, sizeof rsock, "%s/redis.sock", hp_tmpdir());
+    snprintf(psock, sizeof psock, "%s/proxy.sock", hp_tmpdir());
+    snprintf(up, sizeof up, "unix:%s", rsock);
+    snprintf(listen, sizeof listen, "unix:%s", psock);
+    hp_proc *r = hp_redis_start((const char *[]){ "--unixsocket", rsock, NULL });
+    hp_proc *p = hp_proxy_start(r, (const char *[]){ "--upstream", up, "--listen", listen, NULL });
+    static const hp_step s[] = {
+        HP_SEND("PING\r\nSET u 1\r\nINCR u\r\n*2\r\n$3\r\nGET\r\n$1\r\nu\r\nQUIT\r\n"), HP_END
+    };
+    hp_side d, q;
+    hp_diff_ex(r, p, "unix sockets on both sides of the proxy", s, NULL, &d, &q);
+    is_bytes(d.out.data, d.out.len, "+PONG\r\n+OK\r\n:2\r\n$1\r\n2\r\n+OK\r\n", 28,
+             "unix sockets: Redis's answer");
+    hp_side_free(&d);
+    hp_side_free(&q);
+    is_int(hp_stop(p, 10000), 0, "the unix-socket proxy exits 0 on SIGTERM");
+    is_int(hp_stop(r, 10000), 0, "its Redis exits 0 on SIGTERM");
+}
+
 int main(void)
 {
     plan_lazy();
@@ -238,6 +262,7 @@ int main(void)
     test_select_quit_reset();
     test_split();
     test_command_docs();
+    test_unix();
 
     is_int(hp_stop(proxy, 10000), 0, "the proxy exits 0 on SIGTERM");
     return 0;
