@@ -8,13 +8,13 @@
 
 /* ---- output buffer ---- */
 
-typedef struct out {
+typedef struct outbuf {
     char *p;
     size_t len, cap;
     int overflow;               /* sticky: something did not fit */
-} out;
+} outbuf;
 
-static void put(out *o, const void *s, size_t n)
+static void put(outbuf *o, const void *s, size_t n)
 {
     if (o->overflow || n > o->cap - o->len) {
         o->overflow = 1;
@@ -24,7 +24,7 @@ static void put(out *o, const void *s, size_t n)
     o->len += n;
 }
 
-static void put_cstr(out *o, const char *s)
+static void put_cstr(outbuf *o, const char *s)
 {
     put(o, s, strlen(s));
 }
@@ -57,7 +57,7 @@ static size_t utf8_seq(const unsigned char *p, size_t n)
  * between the quotes; when the input does not fit, it is cut before the first character that
  * would overflow and "…" follows. Every byte that is a control, 0x7f, or not part of a valid
  * UTF-8 sequence becomes \u00XX, so the result is valid JSON and valid UTF-8. */
-static void put_json_str(out *o, const void *s, size_t n, size_t show)
+static void put_json_str(outbuf *o, const void *s, size_t n, size_t show)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = s ? s : (const unsigned char *)"";
@@ -105,7 +105,7 @@ static void put_json_str(out *o, const void *s, size_t n, size_t show)
 }
 
 /* Writes ,"name":"value" with value escaped and cut at show bytes. */
-static void put_field(out *o, const char *name, const void *s, size_t n, size_t show)
+static void put_field(outbuf *o, const char *name, const void *s, size_t n, size_t show)
 {
     put(o, ",\"", 2);
     put_cstr(o, name);
@@ -113,7 +113,7 @@ static void put_field(out *o, const char *name, const void *s, size_t n, size_t 
     put_json_str(o, s, n, show);
 }
 
-static void put_uint_field(out *o, const char *name, unsigned long long v)
+static void put_uint_field(outbuf *o, const char *name, unsigned long long v)
 {
     char num[32];
     int n = snprintf(num, sizeof(num), ",\"%s\":%llu", name, v);
@@ -178,7 +178,7 @@ static size_t cstrlen(const char *s)
 
 size_t audit_format(const audit_event *e, int64_t wall_ms, uint64_t suppressed, char *buf, size_t cap)
 {
-    out o = {buf, 0, cap, 0};
+    outbuf o = {buf, 0, cap, 0};
     char ts[25];
 
     audit_format_time(wall_ms, ts);

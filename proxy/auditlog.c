@@ -64,17 +64,23 @@ static size_t count_lines(const char *p, size_t n)
     return lines;
 }
 
-/* Appends n bytes to q, growing it. Returns 0, or -1 when out of memory. */
+/* Makes room in q for n more bytes. Returns 0, or -1 when out of memory. */
+static int q_reserve(lp_auditlog *l, size_t n)
+{
+    if (n <= l->q_cap - l->q_len) return 0;
+    size_t cap = l->q_cap ? l->q_cap : 4096;
+    while (cap - l->q_len < n) cap *= 2;
+    char *nq = realloc(l->q, cap);
+    if (nq == NULL) return -1;
+    l->q = nq;
+    l->q_cap = cap;
+    return 0;
+}
+
+/* Appends n bytes to q. Returns 0, or -1 when out of memory. */
 static int q_add(lp_auditlog *l, const char *p, size_t n)
 {
-    if (n > l->q_cap - l->q_len) {
-        size_t cap = l->q_cap ? l->q_cap : 4096;
-        while (cap - l->q_len < n) cap *= 2;
-        char *nq = realloc(l->q, cap);
-        if (nq == NULL) return -1;
-        l->q = nq;
-        l->q_cap = cap;
-    }
+    if (q_reserve(l, n) < 0) return -1;
     memcpy(l->q + l->q_len, p, n);
     l->q_len += n;
     return 0;
@@ -250,18 +256,16 @@ oom:
 void lp_auditlog_write(lp_auditlog *l, const char *line, size_t len)
 {
     if (l == NULL || len == 0 || l->closing) return;
-    int add_nl = line[len - 1] != '\n';
+    size_t need = len + (line[len - 1] != '\n');
     note_dropped(l, 0);
-    if (pending(l) + len + (size_t)add_nl > LP_AUDITLOG_MAX_QUEUE ||
-        q_add(l, line, len) < 0 || (add_nl && q_add(l, "\n", 1) < 0)) {
-        /* A line cut by a failed "\n" append still gets its newline: remove it instead. */
-        if (add_nl && l->q_len >= len && l->q_len > 0 && l->q[l->q_len - 1] != '\n' &&
-            memcmp(l->q + l->q_len - len, line, len) == 0)
-            l->q_len -= len;
+    if (pending(l) + need > LP_AUDITLOG_MAX_QUEUE || q_reserve(l, need) < 0) {
         l->dropped++;
         l->dropped_total++;
         return;
     }
+    memcpy(l->q + l->q_len, line, len);
+    if (need > len) l->q[l->q_len + len] = '\n';
+    l->q_len += need;
     start_write(l);
 }
 
@@ -292,6 +296,7 @@ uint64_t lp_auditlog_dropped(const lp_auditlog *l)
 static size_t write_sync(int fd, const char *p, size_t n, uint64_t deadline)
 {
     struct stat st;
+    if (n == 0) return 0;
     int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
     size_t done = 0;
     while (done < n) {
@@ -347,11 +352,10 @@ void lp_auditlog_close(lp_auditlog *l)
         }
         note_dropped(l, 1);
         size_t left = l->out_len - l->out_off;
-        size_t n = write_sync(l->fd, l->out + l->out_off, left, deadline);
-        if (n == left) n += write_sync(l->fd, l->q, l->q_len, deadline) - l->q_len + l->q_len;
-        else n = 0;
-        if (n != left + l->q_len && l->path)
-            fprintf(stderr, "lockproxy: audit log %s: lines lost at exit\n", l->path);
+        const char *rest = left ? l->out + l->out_off : NULL;
+        int complete = write_sync(l->fd, rest, left, deadline) == left &&
+                       write_sync(l->fd, l->q, l->q_len, deadline) == l->q_len;
+        if (!complete && l->path) fprintf(stderr, "lockproxy: audit log %s: lines lost at exit\n", l->path);
     } else {
         l->orphaned = 1;
         if (l->path) fprintf(stderr, "lockproxy: audit log %s: write did not finish at exit\n", l->path);
