@@ -1,9 +1,8 @@
 /* Lock policy: parsing the policy file (SPEC section 4), longest-prefix match, printing. */
 #include "policy/policy.h"
+#include "policy/tokens.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,135 +26,39 @@ const char *policy_owner_name(policy_owner o)
          : o == POLICY_OWNER_CLIENT_NAME ? "client-name" : "connection";
 }
 
-/* ---- tokens (the same rules as the config file's) ---- */
-
-typedef struct where { const char *name; int line; char *err; size_t errlen; } where;
-
-/* Writes "NAME:LINE: message" into w->err and returns -1. */
-static int __attribute__((format(printf, 2, 3))) where_fail(const where *w, const char *fmt, ...)
-{
-    va_list ap;
-    int n = snprintf(w->err, w->errlen, "%s:%d: ", w->name, w->line);
-    if (n >= 0 && (size_t)n < w->errlen) {
-        va_start(ap, fmt);
-        vsnprintf(w->err + n, w->errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-static int is_blank(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f';
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* Returns the first blank at or after s, or end. */
-static const char *skip_word(const char *s, const char *end)
-{
-    while (s < end && !is_blank(*s)) s++;
-    return s;
-}
-
-/* Takes the next token of [*p, end) into out (which has room for it) and advances *p.
- * Tokens are separated by blanks; one starting with '"' runs to the closing quote, with
- * \" \\ and \xHH escapes, and must be followed by a blank. A '#' where a token would start
- * begins a comment. Returns 1 with the token's length in *len, 0 at the end of the line, or
- * -1 with "NAME:LINE: message" (quoting the raw token) in w->err. */
-static int next_token(const where *w, const char **p, const char *end, char *out, size_t *len)
-{
-    const char *s = *p, *start;
-    const char *why = NULL, *hint = "";
-    size_t n = 0;
-
-    while (s < end && is_blank(*s)) s++;
-    if (s == end || *s == '#') {
-        *p = end;
-        return 0;
-    }
-    start = s;
-    if (*s != '"') {
-        while (s < end && !is_blank(*s)) out[n++] = *s++;
-    } else {
-        for (s++; s < end && *s != '"' && why == NULL; s++) {
-            if (*s != '\\') out[n++] = *s;
-            else if (end - s > 1 && (s[1] == '"' || s[1] == '\\')) out[n++] = *++s;
-            else if (end - s > 3 && s[1] == 'x' && hexval(s[2]) >= 0 && hexval(s[3]) >= 0) {
-                out[n++] = (char)(hexval(s[2]) << 4 | hexval(s[3]));
-                s += 3;
-            } else {
-                why = "bad escape";
-                hint = " (expected \\\", \\\\ or \\xHH)";
-            }
-        }
-        if (why == NULL && s == end) why = "unterminated quote";
-        if (why == NULL && ++s < end && !is_blank(*s)) why = "closing quote must be followed by a space";
-        if (why != NULL)
-            return where_fail(w, "%s in %.*s%s", why, (int)(skip_word(s, end) - start), start, hint);
-    }
-    *p = s;
-    *len = n;
-    return 1;
-}
-
 /* ---- rules ---- */
-
-/* Parses DIGITS[ms|s|m|h] (unit case-insensitive; none means ms). Returns the duration in
- * milliseconds, or -1 when malformed or too large. */
-static long long parse_duration(const char *s)
-{
-    static const struct { const char *name; long long mul; } units[] = {
-        {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
-    };
-    long long v = 0;
-    const char *p = s;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (v > (LLONG_MAX - (*p - '0')) / 10) return -1;
-        v = v * 10 + (*p - '0');
-    }
-    if (p == s) return -1;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (strcasecmp(p, units[i].name) == 0)
-            return v > LLONG_MAX / units[i].mul ? -1 : v * units[i].mul;
-    return -1;
-}
 
 /* Parses the value of the option token opt ("ttl=30s") as a positive duration into *ms;
  * with allow_none, "none" gives 0. Returns 0 or -1 with the error in w->err. */
-static int option_duration(const where *w, const char *opt, const char *v, int allow_none,
-                           long long *ms)
+static int option_duration(const lp_tok_where *w, const char *opt, const char *v,
+                           int allow_none, long long *ms)
 {
     if (allow_none && strcasecmp(v, "none") == 0) {
         *ms = 0;
         return 0;
     }
-    if ((*ms = parse_duration(v)) < 0)
-        return where_fail(w, "bad duration in '%s' (expected milliseconds, or e.g. 250ms, 30s, 5m, 1h%s)",
-                          opt, allow_none ? ", or none" : "");
-    if (*ms == 0) return where_fail(w, "'%s': the duration must be greater than zero", opt);
+    if ((*ms = lp_tok_parse_duration_ms(v)) < 0)
+        return lp_tok_fail(w, "bad duration in '%s' (expected milliseconds, or e.g. 250ms, 30s, 5m, 1h%s)",
+                           opt, allow_none ? ", or none" : "");
+    if (*ms == 0) return lp_tok_fail(w, "'%s': the duration must be greater than zero", opt);
     return 0;
 }
 
-/* next_token() for the words around the prefix: a NUL byte is an error, and the word is
+/* lp_tok_next() for the words around the prefix: a NUL byte is an error, and the word is
  * NUL-terminated in out. */
-static int next_word(const where *w, const char **p, const char *end, char *out, size_t *len)
+static int next_word(const lp_tok_where *w, const char **p, const char *end, char *out,
+                     size_t *len)
 {
-    int rc = next_token(w, p, end, out, len);
-    if (rc > 0 && memchr(out, '\0', *len) != NULL) return where_fail(w, "NUL byte in a token");
+    int rc = lp_tok_next(w, p, end, out, len);
+    if (rc > 0 && memchr(out, '\0', *len) != NULL) return lp_tok_fail(w, "NUL byte in a token");
     if (rc > 0) out[*len] = '\0';
     return rc;
 }
 
 /* Parses one line into *r (prefix pointing into buf, which has room for the line's tokens
  * and their NULs). Returns 1 for a rule, 0 for a blank or comment line, -1 on error. */
-static int parse_rule(const where *w, const char *s, const char *end, char *buf, policy_rule *r)
+static int parse_rule(const lp_tok_where *w, const char *s, const char *end, char *buf,
+                      policy_rule *r)
 {
     const char *ttl_tok = NULL, *max_tok = NULL, *owner_tok = NULL;
     char *tok;
@@ -164,12 +67,12 @@ static int parse_rule(const where *w, const char *s, const char *end, char *buf,
 
     if ((rc = next_word(w, &s, end, buf, &len)) <= 0) return rc;
     if (strcasecmp(buf, "rule") != 0)
-        return where_fail(w, "unknown directive '%s' (expected 'rule')", buf);
+        return lp_tok_fail(w, "unknown directive '%s' (expected 'rule')", buf);
     buf += len + 1;
 
-    if ((rc = next_token(w, &s, end, buf, &len)) < 0) return -1;
-    if (rc == 0) return where_fail(w, "missing prefix after 'rule'");
-    if (len == 0) return where_fail(w, "empty prefix");
+    if ((rc = lp_tok_next(w, &s, end, buf, &len)) < 0) return -1;
+    if (rc == 0) return lp_tok_fail(w, "missing prefix after 'rule'");
+    if (len == 0) return lp_tok_fail(w, "empty prefix");
     buf[len] = '\0';
     r->prefix = buf;
     r->prefix_len = len;
@@ -177,11 +80,11 @@ static int parse_rule(const where *w, const char *s, const char *end, char *buf,
 
     if ((rc = next_word(w, &s, end, buf, &len)) < 0) return -1;
     if (rc == 0)
-        return where_fail(w, "missing mode after prefix '%s' (expected enforce, audit or off)", r->prefix);
+        return lp_tok_fail(w, "missing mode after prefix '%s' (expected enforce, audit or off)", r->prefix);
     if (strcasecmp(buf, "enforce") == 0) r->mode = POLICY_ENFORCE;
     else if (strcasecmp(buf, "audit") == 0) r->mode = POLICY_AUDIT;
     else if (strcasecmp(buf, "off") == 0) r->mode = POLICY_OFF;
-    else return where_fail(w, "bad mode '%s' (expected enforce, audit or off)", buf);
+    else return lp_tok_fail(w, "bad mode '%s' (expected enforce, audit or off)", buf);
     buf += len + 1;
 
     r->ttl_ms = DEFAULT_TTL_MS;
@@ -196,9 +99,9 @@ static int parse_rule(const where *w, const char *s, const char *end, char *buf,
                           : klen == 7 && strncasecmp(tok, "max-ttl", 7) == 0 ? &max_tok
                           : klen == 5 && strncasecmp(tok, "owner", 5) == 0 ? &owner_tok : NULL;
         if (seen == NULL)
-            return where_fail(w, "unknown option '%s' (expected ttl=, max-ttl= or owner=)", tok);
-        if (*seen != NULL) return where_fail(w, "repeated option '%s'", tok);
-        if (eq == NULL) return where_fail(w, "option '%s' needs a value, as in %s=...", tok, tok);
+            return lp_tok_fail(w, "unknown option '%s' (expected ttl=, max-ttl= or owner=)", tok);
+        if (*seen != NULL) return lp_tok_fail(w, "repeated option '%s'", tok);
+        if (eq == NULL) return lp_tok_fail(w, "option '%s' needs a value, as in %s=...", tok, tok);
         *seen = tok;
         if (seen == &ttl_tok) {
             if (option_duration(w, tok, eq + 1, 0, &r->ttl_ms) < 0) return -1;
@@ -207,12 +110,12 @@ static int parse_rule(const where *w, const char *s, const char *end, char *buf,
         } else if (strcasecmp(eq + 1, "connection") == 0) r->owner = POLICY_OWNER_CONNECTION;
         else if (strcasecmp(eq + 1, "client-addr") == 0) r->owner = POLICY_OWNER_CLIENT_ADDR;
         else if (strcasecmp(eq + 1, "client-name") == 0) r->owner = POLICY_OWNER_CLIENT_NAME;
-        else return where_fail(w, "bad owner in '%s' (expected connection, client-addr or client-name)", tok);
+        else return lp_tok_fail(w, "bad owner in '%s' (expected connection, client-addr or client-name)", tok);
     }
     if (rc < 0) return -1;
     if (r->max_ttl_ms > 0 && r->ttl_ms > r->max_ttl_ms) {
         if (ttl_tok != NULL)
-            return where_fail(w, "'%s' is longer than '%s'", ttl_tok, max_tok);
+            return lp_tok_fail(w, "'%s' is longer than '%s'", ttl_tok, max_tok);
         r->ttl_ms = r->max_ttl_ms;      /* the default lease never exceeds the cap */
     }
     r->line = w->line;
@@ -220,21 +123,21 @@ static int parse_rule(const where *w, const char *s, const char *end, char *buf,
 }
 
 /* Appends a copy of r (its prefix in scratch memory) unless its prefix is already taken. */
-static int add_rule(policy *p, const where *w, const policy_rule *r)
+static int add_rule(policy *p, const lp_tok_where *w, const policy_rule *r)
 {
     for (size_t i = 0; i < p->n; i++)
         if (p->rules[i].prefix_len == r->prefix_len &&
             memcmp(p->rules[i].prefix, r->prefix, r->prefix_len) == 0)
-            return where_fail(w, "duplicate prefix '%s' (first at line %d)", r->prefix, p->rules[i].line);
+            return lp_tok_fail(w, "duplicate prefix '%s' (first at line %d)", r->prefix, p->rules[i].line);
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 8;
         policy_rule *nr = realloc(p->rules, cap * sizeof *nr);
-        if (nr == NULL) return where_fail(w, "out of memory");
+        if (nr == NULL) return lp_tok_fail(w, "out of memory");
         p->rules = nr;
         p->cap = cap;
     }
     char *prefix = malloc(r->prefix_len + 1);
-    if (prefix == NULL) return where_fail(w, "out of memory");
+    if (prefix == NULL) return lp_tok_fail(w, "out of memory");
     memcpy(prefix, r->prefix, r->prefix_len + 1);
     p->rules[p->n] = *r;
     p->rules[p->n++].prefix = prefix;
@@ -245,7 +148,7 @@ static int add_rule(policy *p, const where *w, const policy_rule *r)
  * buffer holds one line's decoded tokens: they never take more room than the line. */
 policy *policy_parse(const char *text, size_t len, const char *name, char *err, size_t errlen)
 {
-    where w = {name, 0, err, errlen};
+    lp_tok_where w = {name, 0, err, errlen};
     policy *p = calloc(1, sizeof *p);
     char *scratch = malloc(len + 1);
     const char *s = text, *end = text + len;

@@ -1,9 +1,9 @@
 /* lockproxy's configuration: defaults, the redis.conf-style file, and command-line flags. */
 #include "proxy/config.h"
+#include "policy/tokens.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,49 +39,19 @@ void lp_config_free(lp_config *c)
 
 /* ---- numbers with units ---- */
 
-/* Parses leading decimal digits of s (at least one). Returns the value, or -1 when there
- * is no digit or it overflows; *rest points past the digits. */
-static long long parse_digits(const char *s, const char **rest)
-{
-    long long v = 0;
-    const char *p = s;
-    *rest = s;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (v > (LLONG_MAX - (*p - '0')) / 10) return -1;
-        v = v * 10 + (*p - '0');
-    }
-    *rest = p;
-    return p == s ? -1 : v;
-}
-
-typedef struct unit { const char *name; long long mul; } unit;
-
-/* Parses DIGITS[UNIT] where UNIT (case-insensitive) is one of units[]. -1 on error. */
-static long long parse_with_units(const char *s, const unit *units, size_t nunits)
-{
-    const char *u;
-    long long v = parse_digits(s, &u);
-    if (v < 0) return -1;
-    for (size_t i = 0; i < nunits; i++)
-        if (strcasecmp(u, units[i].name) == 0)
-            return v > LLONG_MAX / units[i].mul ? -1 : v * units[i].mul;
-    return -1;
-}
-
 /* As Redis's memtoull(): k/m/g are powers of 1000, kb/mb/gb powers of 1024. */
 long long lp_parse_memory(const char *s)
 {
-    static const unit units[] = {
+    static const lp_tok_unit units[] = {
         {"", 1}, {"b", 1}, {"k", 1000}, {"kb", 1024}, {"m", 1000000}, {"mb", 1LL << 20},
         {"g", 1000000000}, {"gb", 1LL << 30},
     };
-    return parse_with_units(s, units, sizeof units / sizeof units[0]);
+    return lp_tok_parse_units(s, units, sizeof units / sizeof units[0]);
 }
 
 long long lp_parse_duration_ms(const char *s)
 {
-    static const unit units[] = { {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000} };
-    return parse_with_units(s, units, sizeof units / sizeof units[0]);
+    return lp_tok_parse_duration_ms(s);
 }
 
 /* ---- directives ---- */
@@ -154,7 +124,7 @@ static int set_directive(lp_config *c, const directive *d, const char *v, char *
     }
     case D_INT: {
         const char *rest;
-        if ((n = parse_digits(v, &rest)) < 0 || *rest != '\0') {
+        if ((n = lp_tok_parse_digits(v, &rest)) < 0 || *rest != '\0') {
             snprintf(msg, msglen, "bad number '%s'", v);
             return -1;
         }
@@ -188,92 +158,16 @@ static int set_directive(lp_config *c, const directive *d, const char *v, char *
 
 /* ---- the file ---- */
 
-typedef struct where { const char *name; int line; char *err; size_t errlen; } where;
-
-/* Writes "NAME:LINE: message" into w->err and returns -1. */
-static int __attribute__((format(printf, 2, 3))) where_fail(const where *w, const char *fmt, ...)
-{
-    va_list ap;
-    int n = snprintf(w->err, w->errlen, "%s:%d: ", w->name, w->line);
-    if (n >= 0 && (size_t)n < w->errlen) {
-        va_start(ap, fmt);
-        vsnprintf(w->err + n, w->errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-static int is_blank(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f';
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-/* Returns the first blank at or after s, or end. */
-static const char *skip_word(const char *s, const char *end)
-{
-    while (s < end && !is_blank(*s)) s++;
-    return s;
-}
-
-/* Takes the next token of [*p, end) into out (which has room for it) and advances *p.
- * Tokens are separated by blanks; one starting with '"' runs to the closing quote, with
- * \" \\ and \xHH escapes, and must be followed by a blank. A '#' where a token would start
- * begins a comment. Returns 1 with the token's length in *len, 0 at the end of the line, or
- * -1 with "NAME:LINE: message" (quoting the raw token) in w->err. */
-static int next_token(const where *w, const char **p, const char *end, char *out, size_t *len)
-{
-    const char *s = *p, *start;
-    const char *why = NULL, *hint = "";
-    size_t n = 0;
-
-    while (s < end && is_blank(*s)) s++;
-    if (s == end || *s == '#') {
-        *p = end;
-        return 0;
-    }
-    start = s;
-    if (*s != '"') {
-        while (s < end && !is_blank(*s)) out[n++] = *s++;
-    } else {
-        for (s++; s < end && *s != '"' && why == NULL; s++) {
-            if (*s != '\\') out[n++] = *s;
-            else if (end - s > 1 && (s[1] == '"' || s[1] == '\\')) out[n++] = *++s;
-            else if (end - s > 3 && s[1] == 'x' && hexval(s[2]) >= 0 && hexval(s[3]) >= 0) {
-                out[n++] = (char)(hexval(s[2]) << 4 | hexval(s[3]));
-                s += 3;
-            } else {
-                why = "bad escape";
-                hint = " (expected \\\", \\\\ or \\xHH)";
-            }
-        }
-        if (why == NULL && s == end) why = "unterminated quote";
-        if (why == NULL && ++s < end && !is_blank(*s)) why = "closing quote must be followed by a space";
-        if (why != NULL)
-            return where_fail(w, "%s in %.*s%s", why, (int)(skip_word(s, end) - start), start, hint);
-    }
-    *p = s;
-    *len = n;
-    return 1;
-}
-
 /* Applies one line of a config file. buf has room for the line's tokens and their NULs. */
-static int config_line(lp_config *c, const where *w, const char *s, const char *end, char *buf,
-                       const directive **set)
+static int config_line(lp_config *c, const lp_tok_where *w, const char *s, const char *end,
+                       char *buf, const directive **set)
 {
     char *tok[2] = {NULL, NULL}, msg[512];
     size_t ntok = 0, len = 0;
     int r;
 
-    while ((r = next_token(w, &s, end, buf, &len)) > 0) {
-        if (memchr(buf, '\0', len) != NULL) return where_fail(w, "NUL byte in a token");
+    while ((r = lp_tok_next(w, &s, end, buf, &len)) > 0) {
+        if (memchr(buf, '\0', len) != NULL) return lp_tok_fail(w, "NUL byte in a token");
         buf[len] = '\0';
         if (ntok < 2) tok[ntok] = buf;
         ntok++;
@@ -281,35 +175,35 @@ static int config_line(lp_config *c, const where *w, const char *s, const char *
     }
     if (r < 0 || ntok == 0) return r;
     const directive *d = find_directive(tok[0]);
-    if (d == NULL) return where_fail(w, "unknown directive '%s'", tok[0]);
+    if (d == NULL) return lp_tok_fail(w, "unknown directive '%s'", tok[0]);
     if (ntok != 2)
-        return where_fail(w, "wrong number of arguments for '%s' (expected 1, got %zu)",
-                          d->name, ntok - 1);
+        return lp_tok_fail(w, "wrong number of arguments for '%s' (expected 1, got %zu)",
+                           d->name, ntok - 1);
     if (set_directive(c, d, tok[1], msg, sizeof msg) < 0)
-        return where_fail(w, "%s: %s", d->name, msg);
+        return lp_tok_fail(w, "%s: %s", d->name, msg);
     *set = d;
     return 0;
 }
 
 /* Checks that the flow-control marks are ordered, blaming the later line that set one. */
-static int check_marks(const lp_config *c, where *w, int low, int high, int hard)
+static int check_marks(const lp_config *c, lp_tok_where *w, int low, int high, int hard)
 {
     if ((low || high) && c->low_water >= c->high_water) {
         w->line = low > high ? low : high;
-        return where_fail(w, "low-water (%lld) must be less than high-water (%lld)",
-                          c->low_water, c->high_water);
+        return lp_tok_fail(w, "low-water (%lld) must be less than high-water (%lld)",
+                           c->low_water, c->high_water);
     }
     if ((hard || high) && c->hard_limit <= c->high_water) {
         w->line = hard > high ? hard : high;
-        return where_fail(w, "hard-limit (%lld) must be greater than high-water (%lld)",
-                          c->hard_limit, c->high_water);
+        return lp_tok_fail(w, "hard-limit (%lld) must be greater than high-water (%lld)",
+                           c->hard_limit, c->high_water);
     }
     return 0;
 }
 
 int lp_config_load_file(lp_config *c, const char *path, char *err, size_t errlen)
 {
-    where w = {path, 0, err, errlen};
+    lp_tok_where w = {path, 0, err, errlen};
     char *line = NULL, *buf = NULL;
     size_t cap = 0, bufcap = 0;
     ssize_t n;
@@ -326,7 +220,7 @@ int lp_config_load_file(lp_config *c, const char *path, char *err, size_t errlen
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
         if ((size_t)n + 1 > bufcap) {
             char *nb = realloc(buf, (size_t)n + 1);
-            if (nb == NULL) { rc = where_fail(&w, "out of memory"); break; }
+            if (nb == NULL) { rc = lp_tok_fail(&w, "out of memory"); break; }
             buf = nb;
             bufcap = (size_t)n + 1;
         }
