@@ -115,7 +115,7 @@ static void put_field(outbuf *o, const char *name, const void *s, size_t n, size
 
 static void put_uint_field(outbuf *o, const char *name, unsigned long long v)
 {
-    char num[32];
+    char num[64];
     int n = snprintf(num, sizeof(num), ",\"%s\":%llu", name, v);
     if (n < 0 || (size_t)n >= sizeof(num)) {
         o->overflow = 1;
@@ -139,6 +139,15 @@ static void put_uint_field(outbuf *o, const char *name, unsigned long long v)
      + 3)                                                        /* }\n NUL */
 _Static_assert(AUDIT_WORST_LINE <= AUDIT_LINE_MAX, "AUDIT_LINE_MAX too small for the field caps");
 
+/* Writes v (>= 0) as exactly n decimal digits at p. */
+static void put_digits(char *p, int v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 size_t audit_format_time(int64_t wall_ms, char out[25])
 {
     const int64_t max_ms = 253402300799999LL;       /* 9999-12-31T23:59:59.999Z */
@@ -148,8 +157,14 @@ size_t audit_format_time(int64_t wall_ms, char out[25])
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
     gmtime_r(&secs, &tm);
-    snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
+    memcpy(out, "0000-00-00T00:00:00.000Z", 25);
+    put_digits(out, tm.tm_year + 1900, 4);
+    put_digits(out + 5, tm.tm_mon + 1, 2);
+    put_digits(out + 8, tm.tm_mday, 2);
+    put_digits(out + 11, tm.tm_hour, 2);
+    put_digits(out + 14, tm.tm_min, 2);
+    put_digits(out + 17, tm.tm_sec, 2);
+    put_digits(out + 20, (int)(wall_ms % 1000), 3);
     return 24;
 }
 
@@ -278,7 +293,8 @@ size_t audit_limiter_count(const audit_limiter *l)
     return l ? l->count : 0;
 }
 
-/* The four identity components of e. */
+/* Points ptr/len at the four identity components of e: event, rule, key, and the client
+ * without its ":port" (up to the last ':', so "[::1]:5000" gives "[::1]"). */
 static void components(const audit_event *e, const char *ptr[4], size_t len[4])
 {
     ptr[ID_EVENT] = e->event ? e->event : "";
@@ -293,6 +309,9 @@ static void components(const audit_event *e, const char *ptr[4], size_t len[4])
     if (colon) len[ID_IP] = (size_t)(colon - e->client);
 }
 
+/* Hash of the four components with their lengths (so that no two splits of the same bytes
+ * collide by construction); with two different seeds it gives the bucket hash and the
+ * fingerprint. */
 static uint64_t hash_parts(uint64_t seed, const char *ptr[4], const size_t len[4])
 {
     uint64_t h = 0xcbf29ce484222325ULL ^ seed;
@@ -303,11 +322,15 @@ static uint64_t hash_parts(uint64_t seed, const char *ptr[4], const size_t len[4
     return h ^ (h >> 29);
 }
 
+/* How many bytes of a component an identity keeps: its display cap plus one, so that a
+ * summary of a longer one still shows the cut. */
 static size_t keep_cap(int part)
 {
     return (part == ID_KEY ? AUDIT_SHOW_KEY : part == ID_EVENT ? AUDIT_SHOW_WORD : AUDIT_SHOW_NAME) + 1;
 }
 
+/* Returns the tracked identity equal to the given components (same hash, fingerprint, full
+ * lengths and kept bytes), or NULL. */
 static ident *find_ident(const audit_limiter *l, uint64_t h, uint64_t fp, const char *ptr[4],
                          const size_t len[4])
 {
@@ -350,6 +373,7 @@ static void forget(audit_limiter *l, ident *s)
     free(s);
 }
 
+/* Copies the C string src (NULL: "") into dst, cut to cap - 1 bytes. */
 static void copy_word(char *dst, size_t cap, const char *src)
 {
     size_t n = cstrlen(src);

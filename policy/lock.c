@@ -173,6 +173,7 @@ static lock_op *op_new(int kind, const policy_rule *r, const lock_client *c) {
     lock_op *op = calloc(1, sizeof(*op));
     if (op == NULL) abort();
     op->kind = kind;
+    op->conn_id = c->conn_id;
     if (r != NULL) {
         copy_prefix(op->rule, r);
         snprintf(op->mode, sizeof(op->mode), "%s", policy_mode_name(r->mode));
@@ -646,7 +647,7 @@ static void record_lease(lock_ctx *ctx, lock_op *op) {
     if (ctx->leases == NULL || op->nkeys < 1 || op->ownerlen == 0) return;
     lock_key *k = &op->keys[0];
     lease_put(ctx->leases, k->key, k->keylen, op->owner, op->ownerlen, op->value, op->valuelen,
-              0, ctx->now_ms, ctx->now_ms + op->ttl_ms, op->owner_conn_scoped);
+              op->conn_id, ctx->now_ms, ctx->now_ms + op->ttl_ms, op->owner_conn_scoped);
 }
 
 /* Decodes the integer array the DEL script returns (RESP2 and RESP3 alike) with hiredis. */

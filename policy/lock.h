@@ -68,6 +68,7 @@ typedef struct lock_key {
 
 typedef struct lock_op {
     int kind;
+    uint64_t conn_id;         /* the session that sent it */
     int merged;               /* SETNX+EXPIRE answered as two replies */
     int observe;              /* audit mode: reply passes unchanged, leases are still kept */
     lp_str send;              /* the command to send instead, RESP-encoded */

@@ -86,13 +86,15 @@ static int q_add(lp_auditlog *l, const char *p, size_t n)
     return 0;
 }
 
-/* Queues the log_dropped line when lines were dropped and it fits under the bound (or
- * always, with force: at close). */
+/* Queues the log_dropped line when lines were dropped, the last write did not fail, and it
+ * fits under the bound; with force (at close) whenever lines were dropped. After a write
+ * error the note waits for a write that succeeds: else, on a file that keeps failing, each
+ * failed note would be a dropped line calling for another note. */
 static void note_dropped(lp_auditlog *l, int force)
 {
     char line[160], ts[25];
     struct timespec now;
-    if (l->dropped == 0) return;
+    if (l->dropped == 0 || (!force && l->last_err != 0)) return;
     clock_gettime(CLOCK_REALTIME, &now);
     audit_format_time((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, ts);
     int n = snprintf(line, sizeof(line),
@@ -123,6 +125,8 @@ static void out_done(lp_auditlog *l)
     }
 }
 
+/* Closes the descriptors that are ours and frees everything; the timer must be closed (or
+ * never initialised) and no write in flight. */
 static void free_all(lp_auditlog *l)
 {
     if (l->own_fd && l->fd >= 0) close(l->fd);
@@ -147,6 +151,10 @@ static void ensure_timer(lp_auditlog *l)
     l->timer_init = 1;
 }
 
+/* A write finished (in the loop thread). Advances the batch; on EAGAIN arms the back-off
+ * timer; on an error drops the rest of the batch and counts its lines. Unless closing, then
+ * queues a pending log_dropped line and starts the next write. When close abandoned this
+ * write, frees the writer instead. */
 static void write_cb(uv_fs_t *req)
 {
     lp_auditlog *l = req->data;
@@ -219,6 +227,7 @@ static void start_write(lp_auditlog *l)
     out_done(l);
 }
 
+/* Opens path for appending. Returns the descriptor, or -1 with "log PATH: reason" in err. */
 static int open_log(const char *path, char *err, size_t errlen)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);

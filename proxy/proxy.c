@@ -42,9 +42,18 @@ static void audit_sink(void *ud, const audit_event *e) {
 #define LEASE_GRACE_MS (10 * 60 * 1000)
 #define LEASE_MAX 100000
 
+/* A summary of events the limiter left out, once their window is over. */
+static void audit_summary(void *ud, const audit_event *e, uint64_t suppressed) {
+    proxy *px = ud;
+    char line[4096];
+    size_t n = audit_format(e, lp_wall_ms(), suppressed, line, sizeof(line));
+    if (n > 0 && px->audit) lp_auditlog_write(px->audit, line, n);
+}
+
 static void sweep_cb(uv_timer_t *t) {
     proxy *px = t->data;
     if (px->leases) lease_sweep(px->leases, (int64_t)uv_now(px->loop), LEASE_GRACE_MS);
+    if (px->limiter) audit_limiter_flush(px->limiter, (int64_t)uv_now(px->loop), audit_summary, px);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -117,8 +126,11 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
 static void on_hup(uv_signal_t *sig, int signum) {
     proxy *px = sig->data;
     const char *path = px->cfg->policy_file;
-    if (path == NULL) { lp_logf("SIGHUP: no policy file configured"); return; }
     char err[512];
+    /* The audit log is reopened too, for log rotation. */
+    if (px->audit && lp_auditlog_reopen(px->audit, err, sizeof(err)) < 0)
+        lp_logf("SIGHUP: audit log not reopened: %s", err);
+    if (path == NULL) { lp_logf("SIGHUP: no policy file configured"); return; }
     policy *p = policy_load(path, err, sizeof(err));
     if (p == NULL) {
         lp_logf("SIGHUP: policy not reloaded, keeping the old one: %s", err);
