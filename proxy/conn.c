@@ -594,7 +594,8 @@ static void lock_client_of(session *s, lock_client *c) {
 /* Asks the lock policy about the request just framed (at pos in b). Returns 0 when it is
  * forwarded as usual; 1 when the policy took it (and, for SETNX+EXPIRE, the next request
  * too), with *consumed the bytes it covered. */
-static int lock_request(session *s, lp_block *b, size_t pos, size_t framelen, size_t *consumed) {
+static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, size_t framelen,
+                        size_t *consumed) {
     proxy *px = s->px;
     const resp_request *r = &s->req;
     lock_client c;
@@ -615,6 +616,8 @@ static int lock_request(session *s, lp_block *b, size_t pos, size_t framelen, si
     int took = 0;
     lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, next_argc, next, &op, &took);
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
+    /* What came before this request goes first. */
+    if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
     /* resetClient(), for this request and a merged EXPIRE */
     s->skip_cur = s->skip_next;
     s->skip_next = 0;
@@ -691,9 +694,7 @@ static void process_client_input(session *s) {
         }
         if (s->px->policy != NULL && !s->raw && s->req.argc >= 2 && !s->reply_off && !s->skip_cur) {
             size_t consumed;
-            if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
-            fwd_start = pos;
-            if (lock_request(s, b, pos, framelen, &consumed)) {
+            if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {
                 pos += consumed;
                 fwd_start = pos;
                 if (s->hold) break;

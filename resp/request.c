@@ -491,17 +491,4 @@ resp_status resp_request_parse(resp_request *req, const char *buf, size_t len, s
     return parse_multibulk(req, buf, len, framelen);
 }
 
-int resp_arg_is(const resp_arg *a, const char *lower)
-{
-    size_t n = strlen(lower);
-    if (a->len != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)a->ptr[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (unsigned char)(c - 'A' + 'a');
-        if (c != (unsigned char)lower[i])
-            return 0;
-    }
-    return 1;
-}
+

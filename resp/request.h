@@ -57,7 +57,21 @@ void resp_request_free(resp_request *req);
 void resp_request_reset(resp_request *req);
 resp_status resp_request_parse(resp_request *req, const char *buf, size_t len, size_t *framelen);
 
-/* Case-insensitive comparison of an argument with a NUL-terminated lower-case word. */
-int resp_arg_is(const resp_arg *a, const char *lower);
+/* Case-insensitive comparison of an argument with a NUL-terminated lower-case word. Inline:
+ * with a literal word the length test folds to a constant, so most calls cost one compare. */
+static inline int resp_arg_is(const resp_arg *a, const char *lower)
+{
+    size_t n = __builtin_strlen(lower);
+    if (a->len != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a->ptr[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c - 'A' + 'a');
+        if (c != (unsigned char)lower[i])
+            return 0;
+    }
+    return 1;
+}
 
 #endif
