@@ -158,22 +158,28 @@ static void copy_prefix(char dst[64], const policy_rule *r) {
 static size_t make_owner(const policy_rule *r, const lock_client *c, char *buf, size_t cap, int *conn_scoped) {
     int n;
     *conn_scoped = 0;
+    /* The database is part of the owner: a lease in db 0 says nothing about db 1. */
     if (r->owner == POLICY_OWNER_CLIENT_ADDR) {
-        n = snprintf(buf, cap, "addr:%.*s", (int)c->ip_len, c->addr);
+        n = snprintf(buf, cap, "addr:%.*s@%d", (int)c->ip_len, c->addr, c->db);
     } else if (r->owner == POLICY_OWNER_CLIENT_NAME && c->name != NULL && c->name_len > 0) {
-        n = snprintf(buf, cap, "name:%.*s", (int)(c->name_len > 250 ? 250 : c->name_len), c->name);
+        n = snprintf(buf, cap, "name:%.*s@%d", (int)(c->name_len > 250 ? 250 : c->name_len), c->name, c->db);
     } else {
-        n = snprintf(buf, cap, "conn:%llu", (unsigned long long)c->conn_id);
+        n = snprintf(buf, cap, "conn:%llu@%d", (unsigned long long)c->conn_id, c->db);
         *conn_scoped = 1;
     }
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
 }
+
+/* The time decisions are taken at: the command is sent in the same loop iteration, so a
+ * lease counts from before Redis set the TTL, never after. */
+static int64_t ctx_now_ms;
 
 static lock_op *op_new(int kind, const policy_rule *r, const lock_client *c) {
     lock_op *op = calloc(1, sizeof(*op));
     if (op == NULL) abort();
     op->kind = kind;
     op->conn_id = c->conn_id;
+    op->sent_ms = ctx_now_ms;
     if (r != NULL) {
         copy_prefix(op->rule, r);
         snprintf(op->mode, sizeof(op->mode), "%s", policy_mode_name(r->mode));
@@ -336,6 +342,7 @@ static lock_action decide_setnx(lock_ctx *ctx, const lock_client *c, const polic
     }
     ev_now(ctx, c, r, "setnx_no_ttl", "rewritten", &argv[1], detail, -1, &argv[2]);
     lock_op *op = op_new(OP_SETNX, r, c);
+    op->max_ttl_ms = r->max_ttl_ms;
     op->merged = merged;
     op->ttl_ms = ttl;
     op_add_key(op, &argv[1], 'c', r);
@@ -432,6 +439,11 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
     const char *act = r->mode == POLICY_ENFORCE ? "rewritten" : "forwarded";
     char detail[128];
     int capped = 0;
+    /* The EXPIRE of a SETNX queued in the same transaction is the SETNX's own (audit mode
+     * forwards both; enforce merges them when it can). */
+    if (!holder && c->in_multi && c->multi_setnx != NULL && c->multi_setnx_len == argv[1].len &&
+        memcmp(c->multi_setnx, argv[1].ptr, argv[1].len) == 0 && r->mode != POLICY_ENFORCE)
+        return LOCK_FORWARD;
     if (r->max_ttl_ms > 0 && ttl > r->max_ttl_ms) {
         snprintf(detail, sizeof(detail), "ttl=%lld capped to max-ttl=%lld", ttl, r->max_ttl_ms);
         ev_now(ctx, c, r, "ttl_capped", act, &argv[1], detail, -1, NULL);
@@ -587,12 +599,38 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
     return LOCK_SEND;
 }
 
+int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *argv) {
+    int ms, at;
+    if (op->kind != OP_SETNX || op->merged || op->observe || argc != 3 || op->nkeys < 1) return 0;
+    if (!is_expire_cmd(&argv[0], &ms, &at)) return 0;
+    if (argv[1].len != op->keys[0].keylen || memcmp(argv[1].ptr, op->keys[0].key, argv[1].len) != 0) return 0;
+    long long ttl = expire_ttl(ctx, &argv[2], ms, at);
+    if (ttl <= 0) return 0;
+    if (op->max_ttl_ms > 0 && ttl > op->max_ttl_ms) ttl = op->max_ttl_ms;
+    op->merged = 1;
+    op->ttl_ms = ttl;
+    lp_str_free(&op->send);
+    enc_head(&op->send, 6);
+    enc_cstr(&op->send, "SET");
+    enc_arg(&op->send, op->keys[0].key, op->keys[0].keylen);
+    enc_arg(&op->send, op->value, op->valuelen);
+    enc_cstr(&op->send, "NX");
+    enc_cstr(&op->send, "PX");
+    enc_ll(&op->send, ttl);
+    return 1;
+}
+
+int lock_op_is_setnx(const lock_op *op) {
+    return op->kind == OP_SETNX && !op->merged && !op->observe;
+}
+
 lock_action lock_decide(lock_ctx *ctx, const lock_client *c, int argc, const resp_arg *argv,
                         int next_argc, const resp_arg *next, lock_op **out, int *took_next) {
     *out = NULL;
     *took_next = 0;
     if (ctx->pol == NULL || argc < 2) return LOCK_FORWARD;
     scripts_init();
+    ctx_now_ms = ctx->now_ms;
     const resp_arg *cmd = &argv[0];
     int ms, at;
 
@@ -647,7 +685,7 @@ static void record_lease(lock_ctx *ctx, lock_op *op) {
     if (ctx->leases == NULL || op->nkeys < 1 || op->ownerlen == 0) return;
     lock_key *k = &op->keys[0];
     lease_put(ctx->leases, k->key, k->keylen, op->owner, op->ownerlen, op->value, op->valuelen,
-              op->conn_id, ctx->now_ms, ctx->now_ms + op->ttl_ms, op->owner_conn_scoped);
+              op->conn_id, op->sent_ms, op->sent_ms + op->ttl_ms, op->owner_conn_scoped);
 }
 
 /* Decodes the integer array the DEL script returns (RESP2 and RESP3 alike) with hiredis. */
@@ -701,7 +739,7 @@ int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int
     case OP_EXPIRE_HOLDER:
         if (len >= 4 && memcmp(frame, ":1\r\n", 4) == 0 && ctx->leases) {
             lock_key *k = &op->keys[0];
-            lease_set_deadline(ctx->leases, k->key, k->keylen, op->owner, op->ownerlen, ctx->now_ms + op->ttl_ms);
+            lease_set_deadline(ctx->leases, k->key, k->keylen, op->owner, op->ownerlen, op->sent_ms + op->ttl_ms);
         }
         if (len >= 4 && memcmp(frame, ":0\r\n", 4) == 0) {
             ev_op(ctx, op, op->rule, "foreign_expire", "refused", op->keys[0].key, op->keys[0].keylen,

@@ -36,6 +36,9 @@ typedef struct lock_client {
     size_t name_len;
     int proto;                /* 2 or 3 */
     int in_multi;             /* the command is being queued by MULTI */
+    int db;                   /* SELECTed database */
+    const char *multi_setnx;  /* the key of a SETNX queued earlier in this MULTI, or NULL */
+    size_t multi_setnx_len;
 } lock_client;
 
 typedef struct lock_ctx {
@@ -69,6 +72,7 @@ typedef struct lock_key {
 typedef struct lock_op {
     int kind;
     uint64_t conn_id;         /* the session that sent it */
+    int64_t sent_ms;          /* when it was decided and sent: leases count from here */
     int merged;               /* SETNX+EXPIRE answered as two replies */
     int observe;              /* audit mode: reply passes unchanged, leases are still kept */
     lp_str send;              /* the command to send instead, RESP-encoded */
@@ -83,6 +87,7 @@ typedef struct lock_op {
     size_t ownerlen;
     int owner_conn_scoped;
     long long ttl_ms;         /* lease length to record on success */
+    long long max_ttl_ms;     /* the rule's cap, for a later merge */
     char rule[64];
     char mode[8];
     char client[64];
@@ -103,6 +108,13 @@ enum { LOCK_REPLY_DONE, LOCK_REPLY_RETRY };
  * reply, appended to out. Returns LOCK_REPLY_RETRY when the script was not cached: send
  * op->retry and give its reply to lock_op_reply() again. */
 int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int in_exec, lp_str *out);
+
+/* A SETNX queued inside MULTI waits for the next queued command: when that is an EXPIRE of
+ * the same key, the two become one SET NX PX with the EXPIRE's TTL (op->send is rewritten,
+ * op->merged set) and 1 is returned. */
+int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *argv);
+/* 1 for a plain rewritten SETNX, the kind that may wait for its EXPIRE inside MULTI. */
+int lock_op_is_setnx(const lock_op *op);
 
 /* Extra EXEC elements this op makes: 1 for a merged SETNX+EXPIRE, else 0. */
 int lock_op_extra_elements(const lock_op *op);

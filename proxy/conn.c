@@ -39,7 +39,8 @@ enum pend_kind {
     PEND_RESET,      /* +RESET clears protocol, subscriptions, MONITOR */
     PEND_LOCAL,      /* a reply made by the proxy */
     PEND_OP,         /* a rewritten lock command: its reply goes through policy/lock.c */
-    PEND_EXEC        /* EXEC of a transaction holding rewritten commands */
+    PEND_EXEC,       /* EXEC of a transaction holding rewritten commands */
+    PEND_SWALLOW     /* a reply the client already had from the proxy (+QUEUED) */
 };
 
 enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
@@ -52,6 +53,8 @@ typedef struct pend {
     uint8_t auth;            /* AUTH or HELLO AUTH: success authenticates the client */
     uint8_t probe;           /* sent unauthenticated: the reply tells whether auth is required */
     uint8_t blocking;        /* may wait for other clients: no upstream-timeout */
+    uint8_t select;          /* SELECT: db becomes the session's database on +OK */
+    int32_t db;
     uint32_t n;
     lp_block *local;         /* LOCAL: the bytes */
     lock_op *op;             /* OP: the decision */
@@ -97,12 +100,17 @@ struct session {
 
     int multi_count;              /* commands queued by this MULTI */
     multi_op *mops;               /* rewritten ones among them */
+    lock_op *held_setnx;          /* a SETNX queued in MULTI, waiting to see if EXPIRE follows */
+    char *multi_setnx;            /* the key of the last SETNX queued in this MULTI */
+    size_t multi_setnx_len;
     int nmops;
-    unsigned hold : 1;            /* an EVALSHA is out: wait for it before the next request */
+    unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
+    unsigned eof_seen : 1;        /* EOF came while requests were held */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     lp_str cap;
     uint64_t conn_id;
     char *name;                   /* CLIENT SETNAME */
+    int db;                       /* SELECTed database, from SELECT's +OK */
     unsigned authed : 1;          /* as far as the proxy knows, Redis has authenticated it */
     size_t name_len;
 
@@ -138,6 +146,7 @@ static void client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void flush(session *s);
 static void update_reading(session *s);
+static void client_eof(session *s);
 static void maybe_finish(session *s);
 static void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -186,13 +195,23 @@ static void q_pop(session *s) {
 
 static void expect_plain(session *s, uint32_t n) {
     pend *t = q_tail(s);
-    if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && t->n < UINT32_MAX - n) t->n += n;
+    if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && !t->select &&
+        t->n < UINT32_MAX - n)
+        t->n += n;
     else q_push(s, PEND_PLAIN)->n = n;
 }
 
 /* Adds a span to an output, writing what was collected when the request is full. */
 static void emit(session *s, lp_out *o, lp_block *b, size_t off, size_t len) {
     if (lp_out_add(o, b, off, len)) flush(s);
+}
+
+static void emit_copy(session *s, lp_out *o, const char *p, size_t len) {
+    if (len == 0) return;
+    lp_block *blk = lp_block_copy(p, len);
+    if (blk == NULL) abort();
+    emit(s, o, blk, 0, len);
+    lp_block_unref(blk);
 }
 
 /* Sends LOCAL entries that reached the head of the queue. */
@@ -299,7 +318,11 @@ static void update_reading(session *s) {
     size_t upq = uv_stream_get_write_queue_size(&s->up.stream);
     size_t cq = uv_stream_get_write_queue_size(&s->client.stream);
 
-    int want_client = !s->client_stop && !s->hold && ((s->up_connected && !s->up_gone) || s->up_failed);
+    /* While a lock command holds the requests behind it, reading goes on (no epoll change
+     * per lock command) but stops once high-water bytes are waiting. */
+    int held_full = s->hold && s->in != NULL && (long long)(s->in->len - s->in_start) > c->high_water;
+    int want_client = !s->client_stop && !s->eof_seen && !held_full &&
+                      ((s->up_connected && !s->up_gone) || s->up_failed);
     if (want_client) {
         if (s->client_reading) want_client = (long long)upq <= c->high_water;
         else want_client = (long long)upq <= c->low_water;
@@ -496,7 +519,12 @@ static int account_request(session *s, const resp_request *r) {
         set_name(s, &r->argv[2]);
 
     if (resp_arg_is(cmd, "multi")) {
-        if (!s->in_multi) s->multi_count = 0;
+        if (!s->in_multi) {
+            s->multi_count = 0;
+            free(s->multi_setnx);
+            s->multi_setnx = NULL;
+            s->multi_setnx_len = 0;
+        }
         s->in_multi = 1;
     } else if (resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard")) {
         multi_op *m = s->mops;
@@ -571,6 +599,15 @@ static int account_request(session *s, const resp_request *r) {
         q_push(s, PEND_PLAIN)->probe = 1;
         return 1;
     }
+    if (!silent && resp_arg_is(cmd, "select") && r->argc == 2 && r->argv[1].len > 0 && r->argv[1].len < 10) {
+        char num[16];
+        memcpy(num, r->argv[1].ptr, r->argv[1].len);
+        num[r->argv[1].len] = '\0';
+        pend *p = q_push(s, PEND_PLAIN);
+        p->select = 1;
+        p->db = (int32_t)atoi(num);
+        return 1;
+    }
     if (!silent && is_blocking(r)) {
         q_push(s, PEND_PLAIN)->blocking = 1;
         return 1;
@@ -589,6 +626,37 @@ static void lock_client_of(session *s, lock_client *c) {
     c->name_len = s->name_len;
     c->proto = s->proto;
     c->in_multi = s->in_multi;
+    c->db = s->db;
+    c->multi_setnx = s->in_multi ? s->multi_setnx : NULL;
+    c->multi_setnx_len = s->multi_setnx_len;
+}
+
+/* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
+ * one), and its EXEC element goes through the policy. */
+static void send_held_setnx(session *s) {
+    lock_op *op = s->held_setnx;
+    s->held_setnx = NULL;
+    emit_copy(s, &s->to_up, op->send.p, op->send.len);
+    q_push(s, PEND_SWALLOW);
+    s->mops = realloc(s->mops, sizeof(*s->mops) * (size_t)(s->nmops + 1));
+    if (s->mops == NULL) abort();
+    s->mops[s->nmops].index = s->multi_count++;
+    s->mops[s->nmops].op = op;
+    s->nmops++;
+}
+
+/* The request after a held SETNX: an EXPIRE of its key merges into it (1, answered
+ * +QUEUED here); anything else first lets the SETNX go (0). */
+static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t pos) {
+    if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+    int merged = s->in_multi && lock_op_merge_expire(&s->px->lock, s->held_setnx, s->req.argc, s->req.argv);
+    send_held_setnx(s);
+    if (merged) {
+        s->skip_cur = s->skip_next;
+        s->skip_next = 0;
+        queue_local(s, "+QUEUED\r\n", 9, 0);
+    }
+    return merged;
 }
 
 /* Asks the lock policy about the request just framed (at pos in b). Returns 0 when it is
@@ -615,6 +683,13 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
     lock_op *op = NULL;
     int took = 0;
     lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, next_argc, next, &op, &took);
+    if (s->in_multi && resp_arg_is(&r->argv[0], "setnx")) {
+        free(s->multi_setnx);
+        s->multi_setnx = malloc(r->argv[1].len + 1);
+        if (s->multi_setnx == NULL) abort();
+        memcpy(s->multi_setnx, r->argv[1].ptr, r->argv[1].len);
+        s->multi_setnx_len = r->argv[1].len;
+    }
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
     /* What came before this request goes first. */
     if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
@@ -627,11 +702,15 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
         lock_op_free(op);
         return 1;
     }
+    if (s->in_multi && !took && lock_op_is_setnx(op) && s->held_setnx == NULL) {
+        /* Not sent yet: an EXPIRE of the same key may follow (clients send a transaction
+         * one command at a time, waiting for each +QUEUED, so it gets one now). */
+        s->held_setnx = op;
+        queue_local(s, "+QUEUED\r\n", 9, 0);
+        return 1;
+    }
     if (op->send.len > 0) {
-        lp_block *cmd = lp_block_copy(op->send.p, op->send.len);
-        if (cmd == NULL) abort();
-        emit(s, &s->to_up, cmd, 0, cmd->len);
-        lp_block_unref(cmd);
+        emit_copy(s, &s->to_up, op->send.p, op->send.len);
     } else {
         emit(s, &s->to_up, b, pos, framelen);
     }
@@ -658,7 +737,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
 static void process_client_input(session *s) {
     lp_block *b = s->in;
     size_t fwd_start = s->in_start, pos = s->in_start;
-    while (!s->client_stop && !s->discard && !s->closing) {
+    while (!s->client_stop && !s->discard && !s->closing && !s->hold) {
         size_t framelen;
         resp_status st = resp_request_parse(&s->req, b->data + pos, b->len - pos, &framelen);
         if (st == RESP_AGAIN) break;
@@ -691,6 +770,15 @@ static void process_client_input(session *s) {
             pos += framelen;
             fwd_start = pos;
             continue;
+        }
+        if (s->held_setnx != NULL && s->req.argc > 0) {
+            int merged = release_held_setnx(s, b, fwd_start, pos);
+            fwd_start = pos;
+            if (merged) {
+                pos += framelen;
+                fwd_start = pos;
+                continue;
+            }
         }
         if (s->px->policy != NULL && !s->raw && s->req.argc >= 2 && !s->reply_off && !s->skip_cur) {
             size_t consumed;
@@ -732,9 +820,28 @@ static void client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
     if (nread == 0) return;
     if (nread < 0) {
         if (nread != UV_EOF) { session_close(s); return; }
-        /* EOF: pass the half-close on to Redis, which (as for a direct client) finishes what
-         * it read, frees the client and closes; replies on the way still reach a client
-         * that only half-closed. */
+        if (s->hold && s->in != NULL && s->in_start < s->in->len) {
+            /* Requests wait behind a lock command: they run first, then the EOF counts. */
+            s->eof_seen = 1;
+            update_reading(s);
+            return;
+        }
+        client_eof(s);
+        return;
+    }
+    s->in->len += (size_t)nread;
+    process_client_input(s);
+    if (s->closing) return;
+    arm_upstream_timer(s, 0);
+    flush(s);
+    maybe_finish(s);
+}
+
+/* EOF: pass the half-close on to Redis, which (as for a direct client) finishes what it
+ * read, frees the client and closes; replies on the way still reach a client that only
+ * half-closed. A frame still incomplete is dropped, as Redis drops it. */
+static void client_eof(session *s) {
+    {
         s->client_stop = 1;
         lp_block_unref(s->in);
         s->in = NULL;
@@ -744,14 +851,7 @@ static void client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
         }
         update_reading(s);
         maybe_finish(s);
-        return;
     }
-    s->in->len += (size_t)nread;
-    process_client_input(s);
-    if (s->closing) return;
-    arm_upstream_timer(s, 0);
-    flush(s);
-    maybe_finish(s);
 }
 
 static int head_is(const resp_reply *r, const char *word) {
@@ -800,13 +900,6 @@ static void note_auth(session *s, const pend *p, const resp_reply *r) {
 
 /* Called when a whole reply frame has been seen: pairs it with its request, or recognises
  * it as out of band. */
-static void emit_copy(session *s, lp_out *o, const char *p, size_t len) {
-    if (len == 0) return;
-    lp_block *blk = lp_block_copy(p, len);
-    if (blk == NULL) abort();
-    emit(s, o, blk, 0, len);
-    lp_block_unref(blk);
-}
 
 /* Rebuilds an EXEC array: elements of rewritten commands go through the policy (a merged
  * SETNX+EXPIRE answers for two), the others are copied as they are. An EXEC that did not
@@ -870,6 +963,12 @@ static void reply_done(session *s) {
         goto out_of_band;                         /* RESP2 pub/sub message */
     if (s->monitor && r->type == '+' && r->line_len > 0 && isdigit((unsigned char)r->line[0]))
         goto out_of_band;                         /* MONITOR line */
+    if (captured && p != NULL && p->kind == PEND_SWALLOW) {
+        s->cap.len = 0;
+        q_pop(s);
+        drain_locals(s);
+        return;
+    }
     if (captured && p != NULL && (p->kind == PEND_OP || p->kind == PEND_EXEC)) {
         op_reply(s, p, s->cap.p, s->cap.len);
         s->cap.len = 0;
@@ -884,6 +983,7 @@ static void reply_done(session *s) {
     note_auth(s, p, r);
     switch (p->kind) {
     case PEND_PLAIN:
+        if (p->select && r->type == '+') s->db = p->db;
         if (--p->n == 0) q_pop(s);
         break;
     case PEND_SUB:
@@ -913,6 +1013,7 @@ static void reply_done(session *s) {
             s->monitor = 0;
             s->nsub[0] = s->nsub[1] = s->nsub[2] = 0;
             set_authed(s, !s->px->auth_required);
+            s->db = 0;
         }
         q_pop(s);
         break;
@@ -940,7 +1041,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
         if (!s->rep_mid) {
             /* A new frame: replies to rewritten commands are kept whole, not forwarded. */
             pend *h = q_head(s);
-            int cap = h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC);
+            int cap = h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW);
             if (cap && off > start) emit(s, &s->to_client, b, start, off - start);
             if (cap) start = off;
             s->capturing = cap;
@@ -988,7 +1089,8 @@ static void upstream_lost(session *s, const char *why) {
     while (s->qlen) {
         pend *p = q_head(s);
         if (p->kind == PEND_LOCAL) { drain_locals(s); continue; }
-        uint32_t k = p->kind == PEND_PLAIN ? p->n : (p->kind == PEND_OP && p->op->merged) ? 2 : 1;
+        uint32_t k = p->kind == PEND_PLAIN ? p->n : (p->kind == PEND_OP && p->op->merged) ? 2
+                   : p->kind == PEND_SWALLOW ? 0 : 1;
         for (uint32_t i = 0; i < k; i++)
             emit(s, &s->to_client, e, 0, e->len);
         q_pop(s);
@@ -1013,6 +1115,7 @@ static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     /* A rewritten command held the requests behind it: go on with them. */
     if (!s->hold && !s->closing && s->in != NULL && s->in_start < s->in->len && !s->client_stop && !s->discard)
         process_client_input(s);
+    if (s->eof_seen && !s->hold && !s->closing && !s->client_stop) client_eof(s);
     /* Writes hold what they need; an idle session keeps no read block. */
     lp_block_unref(s->rin);
     s->rin = NULL;
@@ -1034,6 +1137,8 @@ static void handle_closed(uv_handle_t *h) {
     free(s->name);
     lp_str_free(&s->cap);
     free_mops(s->mops, s->nmops);
+    lock_op_free(s->held_setnx);
+    free(s->multi_setnx);
     lp_block_unref(s->in);
     lp_block_unref(s->rin);
     while (s->qlen) q_pop(s);
