@@ -64,8 +64,10 @@ static void enc_ll(lp_str *s, long long v) {
 
 /* DEL/UNLINK with lock keys. ARGV[1] is "del" or "unlink"; ARGV[i+1] the mode of KEYS[i]:
  * "o" ordinary key, "f" no lease here (delete only when it has no TTL), "c<token>" the
- * holder's own lease (delete only when the value is still the token). Returns one code per
- * key: 1 deleted, 0 kept, -1 absent; an error of Redis's comes back unchanged. */
+ * holder's own lease (delete only when the value is still the token), "a[<token>]" audit
+ * mode (delete as asked, and add 10 when enforce would have refused as foreign_release, 20
+ * when the lock had no TTL: unknown_lease). Returns one code per key: 1 deleted, 0 kept,
+ * -1 absent; an error of Redis's comes back unchanged. */
 static const char del_script[] =
     "local r = {}\n"
     "for i, k in ipairs(KEYS) do\n"
@@ -73,6 +75,16 @@ static const char del_script[] =
     "  local t = string.sub(m, 1, 1)\n"
     "  if t == 'o' then\n"
     "    r[i] = redis.call(ARGV[1], k)\n"
+    "  elseif t == 'a' then\n"
+    "    local verdict = 0\n"
+    "    if #m > 1 then\n"
+    "      local v = redis.pcall('get', k)\n"
+    "      if type(v) == 'string' and v ~= string.sub(m, 2) then verdict = 1 end\n"
+    "    else\n"
+    "      local ttl = redis.call('pttl', k)\n"
+    "      if ttl == -1 then verdict = 2 elseif ttl >= 0 then verdict = 1 end\n"
+    "    end\n"
+    "    r[i] = redis.call(ARGV[1], k) + 10 * verdict\n"
     "  elseif t == 'f' then\n"
     "    local ttl = redis.call('pttl', k)\n"
     "    if ttl == -1 then r[i] = redis.call(ARGV[1], k) elseif ttl == -2 then r[i] = -1 else r[i] = 0 end\n"
@@ -546,7 +558,23 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
             else to_script++;
             continue;
         }
-        if (r->mode != POLICY_ENFORCE) { op_add_key(op, &argv[i], 'o', r); to_script++; continue; }
+        if (r->mode != POLICY_ENFORCE) {
+            /* Audit: deleted as asked; the script says what enforce would have done. */
+            op_add_key(op, &argv[i], 'a', r);
+            if (l != NULL) {
+                lock_key *lk = &op->keys[op->nkeys - 1];
+                lk->token = malloc(l->valuelen + 1);
+                if (lk->token == NULL) abort();
+                memcpy(lk->token, l->value, l->valuelen);
+                lk->tokenlen = l->valuelen;
+                lk->owner = malloc(ownerlen + 1);
+                if (lk->owner == NULL) abort();
+                memcpy(lk->owner, owner, ownerlen);
+                lk->ownerlen = ownerlen;
+            }
+            to_script++;
+            continue;
+        }
         if (l != NULL) {
             op_add_key(op, &argv[i], 'c', r);
             lock_key *lk = &op->keys[op->nkeys - 1];
@@ -565,7 +593,7 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
             to_script++;
         }
     }
-    if (!enforce) { lock_op_free(op); return LOCK_FORWARD; }
+    (void)enforce;
     int unlink = arg_eq(&argv[0], "unlink");
     if (to_script == 0) {
         str_cstr(&op->local, ":0\r\n");
@@ -583,9 +611,9 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
     for (int i = 0; i < op->nkeys; i++) {
         lock_key *lk = &op->keys[i];
         if (lk->mode == 'k') continue;
-        if (lk->mode == 'c') {
+        if (lk->mode == 'c' || (lk->mode == 'a' && lk->token != NULL)) {
             lp_str m = {0};
-            lp_str_add(&m, "c", 1);
+            lp_str_add(&m, &lk->mode, 1);
             lp_str_add(&m, lk->token, lk->tokenlen);
             enc_arg(&args, m.p, m.len);
             lp_str_free(&m);
@@ -727,6 +755,10 @@ int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int
             if (op->merged) lp_str_add(out, frame, len);
         } else if (frame_is_null(frame, len)) {
             str_cstr(out, op->merged ? ":0\r\n:0\r\n" : ":0\r\n");
+            /* The classic MULTI; SETNX; EXPIRE would have extended the holder's lock. */
+            if (op->merged)
+                ev_op(ctx, op, op->rule, "foreign_expire", "refused", op->keys[0].key, op->keys[0].keylen,
+                      "the EXPIRE after a failed SETNX was not applied", -1);
         } else {
             record_lease(ctx, op);
             str_cstr(out, op->merged ? ":1\r\n:1\r\n" : ":1\r\n");
@@ -770,6 +802,17 @@ int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int
             lock_key *k = &op->keys[i];
             if (k->mode == 'k') continue;
             long long code = codes[j++];
+            if (k->mode == 'a') {
+                long long verdict = code / 10;
+                code %= 10;
+                if (k->owner != NULL && ctx->leases) lease_del(ctx->leases, k->key, k->keylen, k->owner, k->ownerlen);
+                if (verdict == 1)
+                    ev_op(ctx, op, k->rule, "foreign_release", "forwarded", k->key, k->keylen,
+                          k->token ? "the lock held another token" : "not the holder; the lock had a TTL", -1);
+                else if (verdict == 2)
+                    ev_op(ctx, op, k->rule, "unknown_lease", "forwarded", k->key, k->keylen,
+                          "no lease and no TTL", -1);
+            }
             if (code > 0) total += code;
             if (k->mode == 'c') {
                 if (ctx->leases) lease_del(ctx->leases, k->key, k->keylen, k->owner, k->ownerlen);

@@ -691,12 +691,29 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
         s->multi_setnx_len = r->argv[1].len;
     }
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
+    int silent = s->reply_off || s->skip_cur;
+    if (silent && s->in_multi) {
+        lock_op_free(op);
+        return 0;    /* replies off inside MULTI: forwarded as it is */
+    }
     /* What came before this request goes first. */
     if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
     /* resetClient(), for this request and a merged EXPIRE */
     s->skip_cur = s->skip_next;
     s->skip_next = 0;
     *consumed = framelen + (took ? next_len : 0);
+    if (silent) {
+        /* Replies are off: the rewrite still goes out (EVAL, since a NOSCRIPT could not be
+         * seen), nothing is paired, and no lease is recorded, so a later DEL from this
+         * client counts as foreign: its lock ends with its TTL. */
+        if (act == LOCK_SEND) {
+            const lp_str *cmd = op->uses_sha ? &op->retry : &op->send;
+            if (cmd->len > 0) emit_copy(s, &s->to_up, cmd->p, cmd->len);
+            else emit(s, &s->to_up, b, pos, framelen);
+        }
+        lock_op_free(op);
+        return 1;
+    }
     if (act == LOCK_LOCAL) {
         queue_local(s, op->local.p, op->local.len, 0);
         lock_op_free(op);
@@ -780,7 +797,7 @@ static void process_client_input(session *s) {
                 continue;
             }
         }
-        if (s->px->policy != NULL && !s->raw && s->req.argc >= 2 && !s->reply_off && !s->skip_cur) {
+        if (s->px->policy != NULL && !s->raw && s->req.argc >= 2) {
             size_t consumed;
             if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {
                 pos += consumed;
