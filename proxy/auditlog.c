@@ -275,14 +275,7 @@ void lp_auditlog_write(lp_auditlog *l, const char *line, size_t len)
     memcpy(l->q + l->q_len, line, len);
     if (need > len) l->q[l->q_len + len] = '\n';
     l->q_len += need;
-    /* Lines are gathered for a few milliseconds (or 64 KiB) and written together: one trip
-     * through the thread pool per batch, not per event. */
-    if (l->busy || l->q_len >= 64 * 1024) {
-        start_write(l);
-        return;
-    }
-    ensure_timer(l);
-    if (!uv_is_active((uv_handle_t *)&l->timer)) uv_timer_start(&l->timer, timer_cb, 10, 0);
+    start_write(l);
 }
 
 int lp_auditlog_reopen(lp_auditlog *l, char *err, size_t errlen)

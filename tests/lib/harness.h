@@ -22,11 +22,13 @@
  *   LOCKPROXY_BIN            the proxy binary (default: the LOCKPROXY_BIN macro, build/lockproxy)
  *   LP_TEST_PROXY_IS_REDIS=1 harness self-check: hp_proxy_start() starts nothing and returns a
  *                            stand-in for the upstream Redis itself, so every differential test
- *                            must pass; this proves the tests, not the proxy.
+ *                            must pass; this proves the tests, not the proxy. (Tests of the
+ *                            proxy's own behaviour, e.g. faults or signals, cannot use it.)
  *   LP_TEST_IDLE_MS          silence that ends a reply stream (default 200)
  *   LP_TEST_WATCHDOG         seconds before a test program is stopped (default 240)
  *   LP_TEST_KEEP=1           keep the temp dir
- *   LP_TEST_VERBOSE=1        print every started command line
+ *   LP_TEST_VERBOSE=1        print every started command line and, for each differential
+ *                            test, what Redis sent
  *
  * Functions that cannot go on (a server does not start) record a failed assertion, clean up
  * and exit through hp_abort(); they never return an unusable object. */
@@ -87,11 +89,12 @@ typedef struct hp_proc {
     char **argv;                 /* the command line, kept for hp_restart() */
     int exit_code;               /* after it was reaped: as hp_stop() returns; -2 before */
     int stand_in;                /* proxy under LP_TEST_PROXY_IS_REDIS: this is the upstream */
+    int paused;                  /* stopped with hp_pause() and not resumed */
     const struct hp_proc *upstream;  /* proxy: the Redis behind it */
 } hp_proc;
 
-/* Prepares the harness (temp dir, cleanup handlers, watchdog). Idempotent; every other hp_
- * function calls it. Call it before plan() is not required. */
+/* Prepares the harness (temp dir, cleanup handlers, watchdog). Idempotent; the hp_ functions
+ * that need it call it, so tests rarely do. It works before or after plan(). */
 void hp_init(void);
 /* The per-program temp dir, e.g. /tmp/lp-diff_basic.t-XXXXXX. */
 const char *hp_tmpdir(void);
@@ -104,7 +107,9 @@ void hp_sleep_ms(int ms);
 int hp_idle_ms(void);
 
 /* Starts redis-server on a free port with the standard arguments and the NULL-terminated
- * extra arguments (may be NULL), and waits until it answers PING (-NOAUTH counts). */
+ * extra arguments (may be NULL), and waits until it answers PING (-NOAUTH counts). Then it
+ * looks every command up a few times: Redis's command tables finish rehashing only as they
+ * are used, and until then COMMAND and COMMAND DOCS change order between calls. */
 hp_proc *hp_redis_start(const char *const *extra);
 /* Starts the proxy in front of upstream (listen on a free loopback port, "--upstream
  * 127.0.0.1:<upstream port>", "--log -") plus extra; extra may give its own "--listen" or
@@ -242,6 +247,10 @@ typedef struct hp_diff_opts {
     size_t min_bytes;            /* direct side: the stream is not complete before this many
                                   * bytes (big replies); patience applies until then */
     int no_flush;                /* 1: no FLUSHALL on the Redis before each side */
+    int no_retry;                /* 1: compare at once. By default, when the proxy's stream
+                                  * goes on where Redis's ended (or closes where Redis's did
+                                  * not), the Redis side runs again with a 5x idle period, as
+                                  * a loaded machine can pause Redis mid-stream. */
 } hp_diff_opts;
 
 /* What one side received. */

@@ -24,9 +24,10 @@ static void test_pipeline(void)
 {
     hp_buf req = {0};
     build_pipeline(&req);
+    hp_buf_cmd(&req, "PING");       /* marks the end of the replies */
 
     hp_side d, p;
-    const hp_step once[] = { HP_SENDN(req.data, req.len), HP_END };
+    const hp_step once[] = { HP_SENDN(req.data, req.len), HP_WAIT_MATCH("+PONG\r\n"), HP_END };
     hp_diff_ex(redis, proxy, "10,000-command pipeline in one write", once, NULL, &d, &p);
     /* 3334 SETs answer +OK, 3333 INCRs an integer: check Redis answered every command. */
     is_int((long long)hp_buf_count(&d.out, "+OK\r\n"), 3334, "pipeline: Redis answered 3334 SETs");
@@ -35,7 +36,7 @@ static void test_pipeline(void)
     hp_side_free(&p);
 
     /* The same bytes in uneven pieces, cut inside frames, with short pauses. */
-    hp_step *steps = calloc(2 * 400 + 1, sizeof *steps);
+    hp_step *steps = calloc(2 * 400 + 8, sizeof *steps);
     size_t at = 0;
     int n = 0;
     srand(42);
@@ -47,6 +48,7 @@ static void test_pipeline(void)
         at += piece;
     }
     if (at < req.len) steps[n++] = (hp_step)HP_SENDN(req.data + at, req.len - at);
+    steps[n++] = (hp_step)HP_WAIT_MATCH("+PONG\r\n");
     steps[n] = (hp_step)HP_END;
     hp_diff(redis, proxy, "10,000-command pipeline in uneven pieces", steps, NULL);
     free(steps);
@@ -67,8 +69,8 @@ static void test_64mib(void)
     hp_buf_cmd(&req, "STRLEN big");
     hp_buf_cmd(&req, "GET big");
     hp_buf_cmd(&req, "PING");
-    hp_diff_opts o = { .min_bytes = len, .deadline_ms = 60000, .patience_ms = 10000 };
-    const hp_step steps[] = { HP_SENDN(req.data, req.len), HP_END };
+    hp_diff_opts o = { .min_bytes = len, .deadline_ms = 60000, .patience_ms = 10000, .step_ms = 50000 };
+    const hp_step steps[] = { HP_SENDN(req.data, req.len), HP_WAIT_MATCH("+PONG\r\n"), HP_END };
     hp_side d, p;
     hp_diff_ex(redis, proxy, "64 MiB value SET then GET", steps, &o, &d, &p);
     hp_buf want = {0};
@@ -97,8 +99,9 @@ static void test_big_replies(void)
     for (int i = 0; i < 100; i++) hp_buf_cmd(&req, "GET mb");
     hp_buf_puts(&req, "MGET mb mb mb mb mb mb mb mb mb mb mb mb mb mb mb mb mb mb mb mb\r\n");
     hp_buf_puts(&req, "PING\r\n");
-    hp_diff_opts o = { .min_bytes = 120 * len, .deadline_ms = 60000, .patience_ms = 10000 };
-    const hp_step steps[] = { HP_SENDN(req.data, req.len), HP_END };
+    hp_diff_opts o = { .min_bytes = 120 * len, .deadline_ms = 60000, .patience_ms = 10000,
+                       .step_ms = 50000 };
+    const hp_step steps[] = { HP_SENDN(req.data, req.len), HP_WAIT_MATCH("+PONG\r\n"), HP_END };
     hp_side d, p;
     hp_diff_ex(redis, proxy, "100 GETs and an MGET of a 1 MiB value, pipelined", steps, &o, &d, &p);
     ok(d.out.len > 120 * len && d.out.len >= 7 &&

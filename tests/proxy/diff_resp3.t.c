@@ -66,7 +66,9 @@ static void test_hello(void)
     hp_side_free(&p);
 
     hp_diff_opts big = { .normalise = hp_norm_hello, .min_bytes = 100000 };
-    static const hp_step docs[] = { HP_SEND("HELLO 3\r\nCOMMAND DOCS\r\nCOMMAND INFO get\r\nPING\r\n"), HP_END };
+    static const hp_step docs[] = {
+        HP_SEND("HELLO 3\r\nCOMMAND DOCS\r\nCOMMAND INFO get\r\nPING\r\n"), HP_WAIT_MATCH("+PONG\r\n"), HP_END
+    };
     hp_diff(redis, proxy, "COMMAND DOCS in RESP3", docs, &big);
 }
 

@@ -86,6 +86,7 @@ static void test_diff_runner(hp_proc *r)
     ok(d.closed && !d.timed_out, "the runner sees a close");
     hp_side_free(&d);
 
+    diag("(a wait step that gives up, on purpose: the two lines below are expected)");
     hp_diff_opts quick = { .step_ms = 300 };
     static const hp_step never[] = { HP_SEND("PING\r\n"), HP_WAIT_MATCH("never"), HP_WAIT_MATCH("again"), HP_END };
     long long t0 = hp_now_ms();
@@ -106,6 +107,7 @@ static void test_diff_runner(hp_proc *r)
 
 static void test_run(void)
 {
+    diag("(a program killed on purpose: the line below is expected)");
     const char *sleeper[] = { "sleep", "30", NULL };
     long long t0 = hp_now_ms();
     is_int(hp_run(sleeper, NULL, 0, NULL, NULL, 300), -1, "hp_run kills a program after its timeout");
