@@ -232,6 +232,23 @@ static void op_add_key(lock_op *op, const resp_arg *k, char mode, const policy_r
     }
 }
 
+static char *dup_bytes(const void *p, size_t len) {
+    char *d = malloc(len + 1);
+    if (d == NULL) abort();
+    memcpy(d, p, len);
+    d[len] = '\0';
+    return d;
+}
+
+/* Remembers the lease behind a key of a DEL: its token, owner and start. */
+static void key_set_lease(lock_key *lk, const lease *l, const char *owner, size_t ownerlen) {
+    lk->acquired_ms = l->acquired_ms;
+    lk->token = dup_bytes(l->value, l->valuelen);
+    lk->tokenlen = l->valuelen;
+    lk->owner = dup_bytes(owner, ownerlen);
+    lk->ownerlen = ownerlen;
+}
+
 void lock_op_free(lock_op *op) {
     if (op == NULL) return;
     lp_str_free(&op->send);
@@ -558,40 +575,12 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
             else to_script++;
             continue;
         }
-        if (r->mode != POLICY_ENFORCE) {
-            /* Audit: deleted as asked; the script says what enforce would have done. */
-            op_add_key(op, &argv[i], 'a', r);
-            if (l != NULL) {
-                lock_key *lk = &op->keys[op->nkeys - 1];
-                lk->token = malloc(l->valuelen + 1);
-                if (lk->token == NULL) abort();
-                memcpy(lk->token, l->value, l->valuelen);
-                lk->tokenlen = l->valuelen;
-                lk->owner = malloc(ownerlen + 1);
-                if (lk->owner == NULL) abort();
-                memcpy(lk->owner, owner, ownerlen);
-                lk->ownerlen = ownerlen;
-            }
-            to_script++;
-            continue;
-        }
-        if (l != NULL) {
-            op_add_key(op, &argv[i], 'c', r);
-            lock_key *lk = &op->keys[op->nkeys - 1];
-            lk->acquired_ms = l->acquired_ms;
-            lk->token = malloc(l->valuelen + 1);
-            if (lk->token == NULL) abort();
-            memcpy(lk->token, l->value, l->valuelen);
-            lk->tokenlen = l->valuelen;
-            lk->owner = malloc(ownerlen + 1);
-            if (lk->owner == NULL) abort();
-            memcpy(lk->owner, owner, ownerlen);
-            lk->ownerlen = ownerlen;
-            to_script++;
-        } else {
-            op_add_key(op, &argv[i], 'f', r);
-            to_script++;
-        }
+        /* Audit: deleted as asked; the script says what enforce would have done. Enforce:
+         * the holder's own lease is compare-deleted, any other lock only when it has no TTL. */
+        char mode = r->mode != POLICY_ENFORCE ? 'a' : l != NULL ? 'c' : 'f';
+        op_add_key(op, &argv[i], mode, r);
+        if (l != NULL) key_set_lease(&op->keys[op->nkeys - 1], l, owner, ownerlen);
+        to_script++;
     }
     (void)enforce;
     int unlink = arg_eq(&argv[0], "unlink");
