@@ -1,10 +1,11 @@
 # Thin wrapper over CMake. `make run` and `make test` are the two commands a newcomer needs.
+MAKEFLAGS += --no-print-directory
 BUILD    ?= build
 SANITIZE ?= 0
 CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=$(if $(filter 1,$(SANITIZE)),Debug,Release) \
               -DLOCKPROXY_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan bench fuzz clean
 
 all: build
 
@@ -25,8 +26,31 @@ test: build
 test-asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan SANITIZE=1
 
+# libFuzzer (clang, ASan, UBSan) on the request framer, the reply scanner and the policy and
+# config parsers: each target runs FUZZ_SECONDS, starting from tests/fuzz/corpus/<target>
+# and keeping what it finds in $(FUZZ_BUILD)/corpus/<target>. A failed check or a sanitizer
+# report stops the run and leaves the input in $(FUZZ_BUILD)/artifacts/.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= request reply policy config
+fuzz:
+	@sh scripts/deps.sh clang libclang-rt-14-dev
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DLOCKPROXY_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j 2 $(foreach t,$(FUZZ_TARGETS),--target fuzz_$(t))
+	@mkdir -p $(FUZZ_BUILD)/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -max_len=8192 -print_final_stats=1 -dict=tests/fuzz/$$t.dict \
+	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_BUILD)/fuzz_$$t.log; \
+	  rc=$$?; grep -E '^(stat::number_of_executed_units|Done|==[0-9]+==|SUMMARY|lockproxy fuzz)' $(FUZZ_BUILD)/fuzz_$$t.log; \
+	  if [ $$rc -ne 0 ]; then tail -n 40 $(FUZZ_BUILD)/fuzz_$$t.log; exit 1; fi; \
+	done
+
 bench: build
-	@echo "make bench: not yet (issue 4)"
+	@bash tests/bench/run.sh $(BUILD)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

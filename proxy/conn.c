@@ -77,6 +77,7 @@ struct session {
     uv_shutdown_t shutdown_req;
     int open_handles;
     char peer[64];
+    char fail_why[64];            /* why the upstream connect failed, for the client's error */
 
     /* life cycle */
     unsigned closing : 1;
@@ -106,6 +107,7 @@ struct session {
     int nmops;
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
     unsigned eof_seen : 1;        /* EOF came while requests were held */
+    unsigned got_eof : 1;         /* the client half-closed (or closed) */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     lp_str cap;
     uint64_t conn_id;
@@ -147,6 +149,7 @@ static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void flush(session *s);
 static void update_reading(session *s);
 static void client_eof(session *s);
+static void eof_progress(session *s);
 static void maybe_finish(session *s);
 static void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -781,7 +784,7 @@ static void process_client_input(session *s) {
         if (s->up_failed) {
             if (s->req.argc > 0) {
                 char line[160];
-                int n = snprintf(line, sizeof(line), upstream_err_fmt, "connect failed");
+                int n = snprintf(line, sizeof(line), upstream_err_fmt, s->fail_why[0] ? s->fail_why : "connect failed");
                 queue_local(s, line, (size_t)n, 0);
             }
             pos += framelen;
@@ -858,17 +861,25 @@ static void client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
  * read, frees the client and closes; replies on the way still reach a client that only
  * half-closed. A frame still incomplete is dropped, as Redis drops it. */
 static void client_eof(session *s) {
-    {
-        s->client_stop = 1;
-        lp_block_unref(s->in);
-        s->in = NULL;
-        if (s->up_connected && !s->up_gone && !s->up_shut && (s->qlen > 0 || s->raw)) {
-            s->up_shut = 1;
-            if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_gone = 1;
-        }
-        update_reading(s);
-        maybe_finish(s);
-    }
+    s->client_stop = 1;
+    s->got_eof = 1;
+    lp_block_unref(s->in);
+    s->in = NULL;
+    eof_progress(s);
+    update_reading(s);
+    maybe_finish(s);
+}
+
+/* After the client's EOF the replies still due are delivered and the session closes once
+ * the queue is empty. Only where no end would come (a blocking command, pass-through mode)
+ * is the half-close passed on to Redis, which then frees the client as for a direct one.
+ * (Redis itself drops unwritten output when it reads EOF: the proxy delivers more.) */
+static void eof_progress(session *s) {
+    if (!s->got_eof || s->up_shut || !s->up_connected || s->up_gone || s->closing) return;
+    pend *h = q_head(s);
+    if (!s->raw && (h == NULL || !h->blocking)) return;
+    s->up_shut = 1;
+    if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_gone = 1;
 }
 
 static int head_is(const resp_reply *r, const char *word) {
@@ -1137,6 +1148,7 @@ static void up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     lp_block_unref(s->rin);
     s->rin = NULL;
     if (s->closing) return;
+    eof_progress(s);
     arm_upstream_timer(s, 1);
     flush(s);
     maybe_finish(s);
@@ -1174,7 +1186,16 @@ static void idle_close_cb(uv_timer_t *t) {
 }
 
 static void connect_failed(session *s, const char *why) {
-    lp_logf("upstream connect failed for client=%s: %s", s->peer, why);
+    snprintf(s->fail_why, sizeof(s->fail_why), "%s", why);
+    /* At most one line a second: under EMFILE every accepted client fails the same way. */
+    proxy *px = s->px;
+    uint64_t now = uv_now(px->loop);
+    px->connect_failures++;
+    if (now - px->last_connect_log >= 1000) {
+        lp_logf("upstream connect failed for client=%s: %s (%llu failures so far)", s->peer, why,
+                (unsigned long long)px->connect_failures);
+        px->last_connect_log = now;
+    }
     s->up_failed = 1;
     /* Answer what the client sends with an error line, then close; a client that sends
      * nothing is closed after connect-timeout. */

@@ -38,7 +38,8 @@ typedef struct proxy {
     audit_limiter *limiter;
     uv_timer_t sweep_timer;                /* ends expired leases */
     uint64_t next_conn_id;
-    int auth_required;                     /* learnt from NOAUTH replies; see conn.c */
+    int auth_required;
+    uint64_t connect_failures, last_connect_log;                     /* learnt from NOAUTH replies; see conn.c */
     session *sessions;                     /* every open session, for shutdown */
     int nclients;
     int draining;
