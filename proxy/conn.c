@@ -285,12 +285,36 @@ static void write_cb(uv_write_t *req, int status) {
     maybe_finish(s);
 }
 
+/* Writes what one event produced. Most of the time the socket takes it all at once
+ * (uv_try_write): no write request, and none of the epoll changes libuv makes when a queued
+ * write drains. What the socket does not take goes into a uv_write. */
 static void write_out(session *s, lp_out *o, uv_stream_t *dst, int *count) {
     lp_wreq *w = lp_out_take(o);
     if (w == NULL) return;
     if (s->closing) { lp_wreq_free(w); return; }
+    int first = 0;
+    if (uv_stream_get_write_queue_size(dst) == 0 && *count == 0) {
+        int n = uv_try_write(dst, w->bufs, (unsigned)w->n);
+        if (n < 0 && n != UV_EAGAIN) {
+            lp_wreq_free(w);
+            session_close(s);
+            return;
+        }
+        if (n > 0 && (size_t)n == w->bytes) {
+            lp_wreq_free(w);
+            return;
+        }
+        for (size_t left = n > 0 ? (size_t)n : 0; left > 0; first++) {
+            if (left < w->bufs[first].len) {
+                w->bufs[first].base += left;
+                w->bufs[first].len -= left;
+                break;
+            }
+            left -= w->bufs[first].len;
+        }
+    }
     w->req.data = s;
-    int rc = uv_write(&w->req, dst, w->bufs, (unsigned)w->n, write_cb);
+    int rc = uv_write(&w->req, dst, w->bufs + first, (unsigned)(w->n - first), write_cb);
     if (rc < 0) {
         lp_wreq_free(w);
         session_close(s);
@@ -1313,6 +1337,7 @@ int session_start(proxy *px) {
         s->up_gone = 1;
         s->close_when_flushed = 1;
         flush(s);
+        maybe_finish(s);
         return 0;
     }
 
