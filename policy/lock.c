@@ -182,16 +182,14 @@ static size_t make_owner(const policy_rule *r, const lock_client *c, char *buf, 
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
 }
 
-/* The time decisions are taken at: the command is sent in the same loop iteration, so a
- * lease counts from before Redis set the TTL, never after. */
-static int64_t ctx_now_ms;
-
-static lock_op *op_new(int kind, const policy_rule *r, const lock_client *c) {
+/* A new decision. Its time is ctx->now_ms: the command is sent in the same loop iteration,
+ * so a lease counts from before Redis set the TTL, never after. */
+static lock_op *op_new(const lock_ctx *ctx, int kind, const policy_rule *r, const lock_client *c) {
     lock_op *op = calloc(1, sizeof(*op));
     if (op == NULL) abort();
     op->kind = kind;
     op->conn_id = c->conn_id;
-    op->sent_ms = ctx_now_ms;
+    op->sent_ms = ctx->now_ms;
     if (r != NULL) {
         copy_prefix(op->rule, r);
         snprintf(op->mode, sizeof(op->mode), "%s", policy_mode_name(r->mode));
@@ -362,7 +360,7 @@ static lock_action decide_setnx(lock_ctx *ctx, const lock_client *c, const polic
     snprintf(detail, sizeof(detail), merged ? "ttl=%lld from the pipelined EXPIRE" : "ttl=%lld", ttl);
     if (r->mode == POLICY_AUDIT) {
         ev_now(ctx, c, r, "setnx_no_ttl", "forwarded", &argv[1], "no ttl in the same command", -1, &argv[2]);
-        lock_op *op = op_new(OP_SETNX, r, c);
+        lock_op *op = op_new(ctx, OP_SETNX, r, c);
         op->observe = 1;
         op_add_key(op, &argv[1], 'c', r);
         op_set_value(op, &argv[2]);
@@ -370,7 +368,7 @@ static lock_action decide_setnx(lock_ctx *ctx, const lock_client *c, const polic
         return LOCK_SEND;
     }
     ev_now(ctx, c, r, "setnx_no_ttl", "rewritten", &argv[1], detail, -1, &argv[2]);
-    lock_op *op = op_new(OP_SETNX, r, c);
+    lock_op *op = op_new(ctx, OP_SETNX, r, c);
     op->max_ttl_ms = r->max_ttl_ms;
     op->merged = merged;
     op->ttl_ms = ttl;
@@ -415,7 +413,7 @@ static lock_action decide_set(lock_ctx *ctx, const lock_client *c, const policy_
         ev_now(ctx, c, r, "unconditional_set", "forwarded", &argv[1], "SET without NX overwrites any holder", -1, &argv[2]);
         return LOCK_FORWARD;
     }
-    lock_op *op = op_new(OP_SET_NX, r, c);
+    lock_op *op = op_new(ctx, OP_SET_NX, r, c);
     op_add_key(op, &argv[1], 'c', r);
     op_set_value(op, &argv[2]);
     op->observe = r->mode != POLICY_ENFORCE;
@@ -487,7 +485,7 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
             has_opt = 1;
             if (arg_eq(&argv[i], "nx")) has_nx = 1;
         }
-        lock_op *op = op_new(OP_EXPIRE_FOREIGN, r, c);
+        lock_op *op = op_new(ctx, OP_EXPIRE_FOREIGN, r, c);
         op_add_key(op, &argv[1], 'f', r);
         if (has_opt && !has_nx) {
             /* XX/GT/LT only ever touch a lock that has a TTL: never another holder's. */
@@ -512,7 +510,7 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
         return LOCK_SEND;
     }
     if (r->mode != POLICY_ENFORCE) return LOCK_FORWARD;
-    lock_op *op = op_new(OP_EXPIRE_HOLDER, r, c);
+    lock_op *op = op_new(ctx, OP_EXPIRE_HOLDER, r, c);
     op_add_key(op, &argv[1], 'c', r);
     op->value = malloc(l->valuelen + 1);
     if (op->value == NULL) abort();
@@ -543,15 +541,10 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
 
 /* DEL/UNLINK k [k ...]: one atomic script when any key is a lock key. */
 static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, const resp_arg *argv, lock_op **out) {
-    int nlock = 0, enforce = 0;
-    for (int i = 1; i < argc; i++) {
-        const policy_rule *r = lock_rule(ctx, &argv[i]);
-        if (r == NULL) continue;
-        nlock++;
-        if (r->mode == POLICY_ENFORCE) enforce = 1;
-    }
-    if (nlock == 0) return LOCK_FORWARD;
-    lock_op *op = op_new(OP_DEL, NULL, c);
+    int first = 1;
+    while (first < argc && lock_rule(ctx, &argv[first]) == NULL) first++;
+    if (first == argc) return LOCK_FORWARD;    /* no lock key: an ordinary DEL */
+    lock_op *op = op_new(ctx, OP_DEL, NULL, c);
     int to_script = 0;
     for (int i = 1; i < argc; i++) {
         const policy_rule *r = lock_rule(ctx, &argv[i]);
@@ -582,7 +575,6 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
         if (l != NULL) key_set_lease(&op->keys[op->nkeys - 1], l, owner, ownerlen);
         to_script++;
     }
-    (void)enforce;
     int unlink = arg_eq(&argv[0], "unlink");
     if (to_script == 0) {
         str_cstr(&op->local, ":0\r\n");
@@ -647,7 +639,6 @@ lock_action lock_decide(lock_ctx *ctx, const lock_client *c, int argc, const res
     *took_next = 0;
     if (ctx->pol == NULL || argc < 2) return LOCK_FORWARD;
     scripts_init();
-    ctx_now_ms = ctx->now_ms;
     const resp_arg *cmd = &argv[0];
     int ms, at;
 
@@ -678,7 +669,7 @@ lock_action lock_decide(lock_ctx *ctx, const lock_client *c, int argc, const res
         ev_now(ctx, c, r, "persist_lock", r->mode == POLICY_ENFORCE ? "refused" : "forwarded", &argv[1],
                "PERSIST would make the lock permanent", -1, NULL);
         if (r->mode != POLICY_ENFORCE) return LOCK_FORWARD;
-        lock_op *op = op_new(OP_PERSIST, r, c);
+        lock_op *op = op_new(ctx, OP_PERSIST, r, c);
         str_cstr(&op->local, ":0\r\n");
         *out = op;
         if (!c->in_multi) return LOCK_LOCAL;

@@ -77,6 +77,7 @@ struct session {
     uv_shutdown_t shutdown_req;
     int open_handles;
     char peer[64];
+    size_t ip_len;                /* bytes of the address part of peer */
     char fail_why[64];            /* why the upstream connect failed, for the client's error */
 
     /* life cycle */
@@ -96,7 +97,6 @@ struct session {
     unsigned in_multi : 1;
     unsigned multi_sub : 1;       /* this MULTI queues a command that changes reply accounting */
     unsigned reply_off : 1;
-    unsigned skip_next : 1;
     unsigned skip_cur : 1;
 
     int multi_count;              /* commands queued by this MULTI */
@@ -286,32 +286,31 @@ static void write_cb(uv_write_t *req, int status) {
 }
 
 /* Writes what one event produced. Most of the time the socket takes it all at once
- * (uv_try_write): no write request, and none of the epoll changes libuv makes when a queued
- * write drains. What the socket does not take goes into a uv_write. */
+ * (uv_try_write, which answers EAGAIN itself while earlier writes are queued): no write
+ * request, and none of the epoll changes libuv makes when a queued write drains. What the
+ * socket does not take goes into a uv_write. */
 static void write_out(session *s, lp_out *o, uv_stream_t *dst, int *count) {
     lp_wreq *w = lp_out_take(o);
     if (w == NULL) return;
     if (s->closing) { lp_wreq_free(w); return; }
     int first = 0;
-    if (uv_stream_get_write_queue_size(dst) == 0 && *count == 0) {
-        int n = uv_try_write(dst, w->bufs, (unsigned)w->n);
-        if (n < 0 && n != UV_EAGAIN) {
-            lp_wreq_free(w);
-            session_close(s);
-            return;
+    int n = uv_try_write(dst, w->bufs, (unsigned)w->n);
+    if (n < 0 && n != UV_EAGAIN) {
+        lp_wreq_free(w);
+        session_close(s);
+        return;
+    }
+    if (n > 0 && (size_t)n == w->bytes) {
+        lp_wreq_free(w);
+        return;
+    }
+    for (size_t left = n > 0 ? (size_t)n : 0; left > 0; first++) {
+        if (left < w->bufs[first].len) {
+            w->bufs[first].base += left;
+            w->bufs[first].len -= left;
+            break;
         }
-        if (n > 0 && (size_t)n == w->bytes) {
-            lp_wreq_free(w);
-            return;
-        }
-        for (size_t left = n > 0 ? (size_t)n : 0; left > 0; first++) {
-            if (left < w->bufs[first].len) {
-                w->bufs[first].base += left;
-                w->bufs[first].len -= left;
-                break;
-            }
-            left -= w->bufs[first].len;
-        }
+        left -= w->bufs[first].len;
     }
     w->req.data = s;
     int rc = uv_write(&w->req, dst, w->bufs + first, (unsigned)(w->n - first), write_cb);
@@ -499,14 +498,14 @@ static void set_name(session *s, const resp_arg *a) {
 /* Decides how the upstream will answer one framed request and records it in the queue.
  * Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
  * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
- * and RESET. Returns 1 to forward the frame, 0 to drop it. */
-static int account_request(session *s, const resp_request *r) {
+ * and RESET. The frame itself is always forwarded. */
+static void account_request(session *s, const resp_request *r) {
     int silent = s->reply_off || s->skip_cur;
-    /* Redis's resetClient() after every frame, empty ones included. */
-    s->skip_cur = s->skip_next;
-    s->skip_next = 0;
-    if (r->argc == 0) return 1;   /* forwarded: Redis ignores it but it ends a SKIP */
-    if (s->raw) return 1;
+    /* Redis's resetClient() after every frame, empty ones included, ends a SKIP; CLIENT
+     * REPLY SKIP below starts one for the next frame. */
+    s->skip_cur = 0;
+    if (r->argc == 0) return;   /* forwarded: Redis ignores it but it ends a SKIP */
+    if (s->raw) return;
 
     const resp_arg *cmd = &r->argv[0];
     int immediate = !s->in_multi || resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard") ||
@@ -514,21 +513,21 @@ static int account_request(session *s, const resp_request *r) {
                     resp_arg_is(cmd, "quit") || resp_arg_is(cmd, "reset");
 
     if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "reply")) {
-        if (!immediate) { lose_tracking(s, "CLIENT REPLY inside MULTI"); return 1; }
+        if (!immediate) { lose_tracking(s, "CLIENT REPLY inside MULTI"); return; }
         if (resp_arg_is(&r->argv[2], "on")) {
             s->reply_off = 0;
             s->skip_cur = 0;
             expect_plain(s, 1);
-            return 1;
+            return;
         }
         if (resp_arg_is(&r->argv[2], "off")) {
             s->reply_off = 1;
             s->skip_cur = 0;
-            return 1;
+            return;
         }
         if (resp_arg_is(&r->argv[2], "skip")) {
-            if (!s->reply_off) s->skip_cur = 1;  /* resetClient turns SKIP_NEXT into SKIP */
-            return 1;
+            if (!s->reply_off) s->skip_cur = 1;  /* the next frame's reply is skipped */
+            return;
         }
     }
 
@@ -539,7 +538,7 @@ static int account_request(session *s, const resp_request *r) {
             s->multi_sub = 1;
         s->multi_count++;
         if (!silent) expect_plain(s, 1);
-        return 1;
+        return;
     }
 
     if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "setname"))
@@ -563,7 +562,7 @@ static int account_request(session *s, const resp_request *r) {
             s->multi_sub = 0;
             free_mops(m, nm);
             lose_tracking(s, "SUBSCRIBE, HELLO or MONITOR inside MULTI/EXEC");
-            return 1;
+            return;
         }
         int was_multi = s->in_multi;
         s->in_multi = 0;
@@ -572,7 +571,7 @@ static int account_request(session *s, const resp_request *r) {
             pend *p = q_push(s, PEND_EXEC);
             p->mops = m;
             p->nmops = nm;
-            return 1;
+            return;
         }
         free_mops(m, nm);
     } else if (resp_arg_is(cmd, "quit")) {
@@ -586,9 +585,9 @@ static int account_request(session *s, const resp_request *r) {
         s->nmops = 0;
         set_name(s, NULL);
         if (!silent) q_push(s, PEND_RESET);
-        return 1;
+        return;
     } else if (resp_arg_is(cmd, "hello")) {
-        if (silent) { lose_tracking(s, "HELLO with CLIENT REPLY OFF/SKIP"); return 1; }
+        if (silent) { lose_tracking(s, "HELLO with CLIENT REPLY OFF/SKIP"); return; }
         for (int i = 2; i + 1 < r->argc; i++)
             if (resp_arg_is(&r->argv[i], "setname")) set_name(s, &r->argv[i + 1]);
         {
@@ -599,56 +598,54 @@ static int account_request(session *s, const resp_request *r) {
             if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
                 p->proto = (uint8_t)(r->argv[1].ptr[0] - '0');
         }
-        return 1;
+        return;
     } else if (resp_arg_is(cmd, "monitor")) {
         if (!silent) q_push(s, PEND_MONITOR);
-        return 1;
+        return;
     } else {
         uint8_t fam;
         int unsub;
         int n = sub_command(r, &fam, &unsub);
         if (n >= 0) {
-            if (silent) { lose_tracking(s, "subscribe-family command with CLIENT REPLY OFF/SKIP"); return 1; }
-            if (n == 0 && !unsub) { expect_plain(s, 1); return 1; }   /* arity error */
+            if (silent) { lose_tracking(s, "subscribe-family command with CLIENT REPLY OFF/SKIP"); return; }
+            if (n == 0 && !unsub) { expect_plain(s, 1); return; }   /* arity error */
             pend *p = q_push(s, PEND_SUB);
             p->family = fam;
             p->n = (uint32_t)n;    /* 0: one reply per current subscription, at least one */
-            return 1;
+            return;
         }
     }
-    if (!silent && resp_arg_is(cmd, "auth")) {
-        /* Redis's limits before authentication depend on the answer: wait for it. */
-        q_push(s, PEND_PLAIN)->auth = 1;
-        if (!s->authed) s->hold = 1;
-        return 1;
-    }
-    if (!silent && !s->authed) {
-        q_push(s, PEND_PLAIN)->probe = 1;
-        return 1;
-    }
-    if (!silent && resp_arg_is(cmd, "select") && r->argc == 2 && r->argv[1].len > 0 && r->argv[1].len < 10) {
+    if (silent) return;
+    /* AUTH, SELECT, blocking commands and (while the client may be unauthenticated) every
+     * command get an entry of their own: their replies teach the proxy something. */
+    int is_auth = resp_arg_is(cmd, "auth");
+    int blocking = is_blocking(r);
+    int db = -1;
+    if (resp_arg_is(cmd, "select") && r->argc == 2 && r->argv[1].len > 0 && r->argv[1].len < 10) {
         char num[16];
         memcpy(num, r->argv[1].ptr, r->argv[1].len);
         num[r->argv[1].len] = '\0';
-        pend *p = q_push(s, PEND_PLAIN);
-        p->select = 1;
-        p->db = (int32_t)atoi(num);
-        return 1;
+        db = atoi(num);
     }
-    if (!silent && is_blocking(r)) {
-        q_push(s, PEND_PLAIN)->blocking = 1;
-        return 1;
+    if (!is_auth && !blocking && db < 0 && s->authed) {
+        expect_plain(s, 1);
+        return;
     }
-    if (!silent) expect_plain(s, 1);
-    return 1;
+    pend *p = q_push(s, PEND_PLAIN);
+    p->auth = (uint8_t)is_auth;
+    p->probe = !is_auth && !s->authed;
+    p->blocking = (uint8_t)blocking;
+    p->select = db >= 0;
+    p->db = db;
+    /* Redis's limits before authentication depend on AUTH's answer: wait for it. */
+    if (is_auth && !s->authed) s->hold = 1;
 }
 
 /* Fills in what policy/lock.c needs to know about the client. */
 static void lock_client_of(session *s, lock_client *c) {
-    const char *colon = strrchr(s->peer, ':');
     c->conn_id = s->conn_id;
     c->addr = s->peer;
-    c->ip_len = colon ? (size_t)(colon - s->peer) : strlen(s->peer);
+    c->ip_len = s->ip_len;
     c->name = s->name;
     c->name_len = s->name_len;
     c->proto = s->proto;
@@ -658,18 +655,24 @@ static void lock_client_of(session *s, lock_client *c) {
     c->multi_setnx_len = s->multi_setnx_len;
 }
 
-/* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
- * one), and its EXEC element goes through the policy. */
-static void send_held_setnx(session *s) {
-    lock_op *op = s->held_setnx;
-    s->held_setnx = NULL;
-    emit_copy(s, &s->to_up, op->send.p, op->send.len);
-    q_push(s, PEND_SWALLOW);
+/* Records a rewritten command queued by MULTI, by its place in the transaction: its EXEC
+ * element will go through the policy. */
+static void add_multi_op(session *s, lock_op *op) {
     s->mops = realloc(s->mops, sizeof(*s->mops) * (size_t)(s->nmops + 1));
     if (s->mops == NULL) abort();
     s->mops[s->nmops].index = s->multi_count++;
     s->mops[s->nmops].op = op;
     s->nmops++;
+}
+
+/* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
+ * one). */
+static void send_held_setnx(session *s) {
+    lock_op *op = s->held_setnx;
+    s->held_setnx = NULL;
+    emit_copy(s, &s->to_up, op->send.p, op->send.len);
+    q_push(s, PEND_SWALLOW);
+    add_multi_op(s, op);
 }
 
 /* The request after a held SETNX: an EXPIRE of its key merges into it (1, answered
@@ -679,8 +682,7 @@ static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t 
     int merged = s->in_multi && lock_op_merge_expire(&s->px->lock, s->held_setnx, s->req.argc, s->req.argv);
     send_held_setnx(s);
     if (merged) {
-        s->skip_cur = s->skip_next;
-        s->skip_next = 0;
+        s->skip_cur = 0;
         queue_local(s, "+QUEUED\r\n", 9, 0);
     }
     return merged;
@@ -725,9 +727,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
     }
     /* What came before this request goes first. */
     if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
-    /* resetClient(), for this request and a merged EXPIRE */
-    s->skip_cur = s->skip_next;
-    s->skip_next = 0;
+    s->skip_cur = 0;   /* resetClient(), for this request and a merged EXPIRE */
     *consumed = framelen + (took ? next_len : 0);
     if (silent) {
         /* Replies are off: the rewrite still goes out (EVAL, since a NOSCRIPT could not be
@@ -760,11 +760,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
     }
     if (s->in_multi) {
         /* Queued: Redis answers +QUEUED; the EXEC element goes through the policy. */
-        s->mops = realloc(s->mops, sizeof(*s->mops) * (size_t)(s->nmops + 1));
-        if (s->mops == NULL) abort();
-        s->mops[s->nmops].index = s->multi_count++;
-        s->mops[s->nmops].op = op;
-        s->nmops++;
+        add_multi_op(s, op);
         expect_plain(s, 1);
         if (op->merged) queue_local(s, "+QUEUED\r\n", 9, 0);
         return 1;
@@ -829,18 +825,11 @@ static void process_client_input(session *s) {
             if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {
                 pos += consumed;
                 fwd_start = pos;
-                if (s->hold) break;
                 continue;
             }
         }
-        if (!account_request(s, &s->req)) {
-            if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
-            pos += framelen;
-            fwd_start = pos;
-            continue;
-        }
+        account_request(s, &s->req);
         pos += framelen;
-        if (s->hold) break;
     }
     if (pos > fwd_start && !s->up_failed) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
     s->in_start = pos;
@@ -950,9 +939,6 @@ static void note_auth(session *s, const pend *p, const resp_reply *r) {
     if (p->auth && s->hold && p->kind != PEND_OP) s->hold = 0;
 }
 
-/* Called when a whole reply frame has been seen: pairs it with its request, or recognises
- * it as out of band. */
-
 /* Rebuilds an EXEC array: elements of rewritten commands go through the policy (a merged
  * SETNX+EXPIRE answers for two), the others are copied as they are. An EXEC that did not
  * run (an error, or a null after a WATCH conflict) passes unchanged. */
@@ -1001,6 +987,8 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
     q_pop(s);
 }
 
+/* Called when a whole reply frame has been seen: pairs it with its request, or recognises
+ * it as out of band. */
 static void reply_done(session *s) {
     const resp_reply *r = &s->rep;
     pend *p = q_head(s);
@@ -1326,6 +1314,8 @@ int session_start(proxy *px) {
         return rc;
     }
     format_peer(s);
+    const char *colon = strrchr(s->peer, ':');
+    s->ip_len = colon ? (size_t)(colon - s->peer) : strlen(s->peer);
     if (!c->listen.is_unix) uv_tcp_nodelay(&s->client.tcp, 1);
 
     if (px->nclients > c->maxclients) {
