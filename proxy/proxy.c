@@ -56,28 +56,18 @@ static void sweep_cb(uv_timer_t *t) {
     if (px->limiter) audit_limiter_flush(px->limiter, (int64_t)uv_now(px->loop), audit_summary, px);
 }
 
+/* A new client. libuv keeps EMFILE from spinning the loop (it closes a reserved descriptor,
+ * accepts and drops the pending connection); failures are logged at most once a second. */
 static void on_connection(uv_stream_t *server, int status) {
     proxy *px = server->data;
-    if (status < 0) {
-        /* libuv already keeps EMFILE from spinning (it closes a reserved descriptor, accepts
-         * and drops the pending connection); say so at most once a second. */
-        uint64_t now = uv_now(px->loop);
-        px->accept_errors++;
-        if (now - px->last_emfile_log >= 1000) {
-            lp_logf("accept failed: %s (%llu so far)", uv_strerror(status), (unsigned long long)px->accept_errors);
-            px->last_emfile_log = now;
-        }
-        return;
-    }
-    if (px->draining) return;
-    int rc = session_start(px);
-    if (rc < 0) {
-        uint64_t now = uv_now(px->loop);
-        px->accept_errors++;
-        if (now - px->last_emfile_log >= 1000) {
-            lp_logf("accept failed: %s", uv_strerror(rc));
-            px->last_emfile_log = now;
-        }
+    if (status == 0 && px->draining) return;
+    int rc = status < 0 ? status : session_start(px);
+    if (rc == 0) return;
+    uint64_t now = uv_now(px->loop);
+    px->accept_errors++;
+    if (now - px->last_emfile_log >= 1000) {
+        lp_logf("accept failed: %s (%llu so far)", uv_strerror(rc), (unsigned long long)px->accept_errors);
+        px->last_emfile_log = now;
     }
 }
 
