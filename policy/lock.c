@@ -5,6 +5,7 @@
 #include <hiredis/hiredis.h>
 #include "policy/lock.h"
 #include "policy/sha1.h"
+#include "policy/cmdargs.h"
 
 enum {
     OP_SETNX = 1,       /* SETNX k v → SET k v NX PX ttl; reply :1/:0 */
@@ -141,17 +142,9 @@ static int same(const resp_arg *a, const resp_arg *b) {
     return a->len == b->len && memcmp(a->ptr, b->ptr, a->len) == 0;
 }
 
-/* Parses a RESP integer argument as Redis does (no sign '+', no spaces). */
+/* Parses an integer argument exactly as Redis does (string2ll). */
 static int arg_ll(const resp_arg *a, long long *out) {
-    char b[32];
-    if (a->len == 0 || a->len >= sizeof(b)) return -1;
-    memcpy(b, a->ptr, a->len);
-    b[a->len] = '\0';
-    char *end;
-    long long v = strtoll(b, &end, 10);
-    if (*end != '\0' || b[0] == '+' || b[0] == ' ') return -1;
-    *out = v;
-    return 0;
+    return resp_parse_ll(a->ptr, a->len, out) ? 0 : -1;
 }
 
 static const policy_rule *lock_rule(const lock_ctx *ctx, const resp_arg *key) {
@@ -325,16 +318,14 @@ static int is_expire_cmd(const resp_arg *a, int *ms, int *at) {
     return 0;
 }
 
-/* TTL in ms that an EXPIRE-family command asks for, or -1 when its argument is not a number. */
+/* TTL in ms that an EXPIRE-family command with this time argument asks for, read as Redis
+ * reads it; -1 when Redis would refuse the argument or the time has already passed (such an
+ * EXPIRE is never merged into an acquire). */
 static long long expire_ttl(lock_ctx *ctx, const resp_arg *arg, int ms, int at) {
-    long long v;
-    if (arg_ll(arg, &v) < 0) return -1;
-    if (!ms) {
-        if (v > INT64_MAX / 1000 || v < INT64_MIN / 1000) return -1;
-        v *= 1000;
-    }
-    if (at) v -= ctx->wall_ms;
-    return v;
+    resp_arg argv[3] = {{"expire", 6}, {"", 0}, *arg};
+    expire_args ea;
+    if (lp_expire_args(3, argv, ms, at, ctx->wall_ms, &ea) < 0 || ea.ttl_ms <= 0) return -1;
+    return ea.ttl_ms;
 }
 
 /* SETNX, and SETNX followed by an EXPIRE of the same key (merged). */
@@ -389,21 +380,9 @@ static lock_action decide_setnx(lock_ctx *ctx, const lock_client *c, const polic
 /* SET k v [NX|XX] [GET] [EX s|PX ms|EXAT|PXAT|KEEPTTL]. */
 static lock_action decide_set(lock_ctx *ctx, const lock_client *c, const policy_rule *r,
                               int argc, const resp_arg *argv, lock_op **out) {
-    int nx = 0, get = 0, has_ttl = 0, ttl_idx = -1, ttl_ms_unit = 0, ttl_at = 0;
-    if (argc < 3) return LOCK_FORWARD;
-    for (int i = 3; i < argc; i++) {
-        const resp_arg *a = &argv[i];
-        if (arg_eq(a, "nx")) nx = 1;
-        else if (arg_eq(a, "get")) get = 1;
-        else if (arg_eq(a, "keepttl")) has_ttl = 1;
-        else if ((arg_eq(a, "ex") || arg_eq(a, "px") || arg_eq(a, "exat") || arg_eq(a, "pxat")) && i + 1 < argc) {
-            has_ttl = 1;
-            ttl_idx = i + 1;
-            ttl_ms_unit = arg_eq(a, "px") || arg_eq(a, "pxat");
-            ttl_at = arg_eq(a, "exat") || arg_eq(a, "pxat");
-            i++;
-        }
-    }
+    set_args sa;
+    if (lp_set_args(argc, argv, ctx->wall_ms, &sa) < 0) return LOCK_FORWARD;   /* Redis's error */
+    int nx = sa.nx, get = sa.get, has_ttl = sa.keepttl || sa.expire_idx > 0, ttl_idx = sa.expire_idx;
     const char *act = r->mode == POLICY_ENFORCE ? "rewritten" : "forwarded";
     if (get) {
         ev_now(ctx, c, r, "getset_lock", "forwarded", &argv[1], "SET ... GET on a lock key", -1, &argv[2]);
@@ -431,7 +410,7 @@ static lock_action decide_set(lock_ctx *ctx, const lock_client *c, const policy_
         return LOCK_SEND;
     }
     if (ttl_idx > 0) {
-        long long t = expire_ttl(ctx, &argv[ttl_idx], ttl_ms_unit, ttl_at);
+        long long t = sa.ttl_ms;
         if (t > 0) op->ttl_ms = t;
         if (t > 0 && r->max_ttl_ms > 0 && t > r->max_ttl_ms) {
             snprintf(detail, sizeof(detail), "ttl=%lld capped to max-ttl=%lld", t, r->max_ttl_ms);
@@ -455,9 +434,9 @@ static lock_action decide_set(lock_ctx *ctx, const lock_client *c, const policy_
 static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const policy_rule *r,
                                  int argc, const resp_arg *argv, int ms, int at, lock_op **out) {
     if (argc < 3) return LOCK_FORWARD;
-    long long ttl = expire_ttl(ctx, &argv[2], ms, at);
-    long long raw;
-    if (arg_ll(&argv[2], &raw) < 0) return LOCK_FORWARD;   /* Redis answers the error */
+    expire_args ea;
+    if (lp_expire_args(argc, argv, ms, at, ctx->wall_ms, &ea) < 0) return LOCK_FORWARD;   /* Redis's error */
+    long long ttl = ea.ttl_ms;
     char owner[300];
     int conn_scoped;
     size_t ownerlen = make_owner(r, c, owner, sizeof(owner), &conn_scoped);
@@ -525,9 +504,8 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
         enc_cstr(&args, "pexpire");
         enc_ll(&args, op->ttl_ms);
     } else {
-        long long v = raw;
         enc_cstr(&args, "pexpireat");
-        enc_ll(&args, ms ? v : v * 1000);
+        enc_ll(&args, ea.when_ms);
     }
     for (int i = 3; i < argc; i++) {
         enc_arg(&args, argv[i].ptr, argv[i].len);

@@ -30,6 +30,7 @@
 #include "resp/request.h"
 #include "resp/reply.h"
 #include "policy/lock.h"
+#include "policy/cmdargs.h"
 
 enum pend_kind {
     PEND_PLAIN,      /* n requests, one reply each */
@@ -54,7 +55,12 @@ typedef struct pend {
     uint8_t probe;           /* sent unauthenticated: the reply tells whether auth is required */
     uint8_t blocking;        /* may wait for other clients: no upstream-timeout */
     uint8_t select;          /* SELECT: db becomes the session's database on +OK */
+    uint8_t setname;         /* CLIENT SETNAME or HELLO SETNAME: name becomes the client's
+                              * name when Redis accepts the command */
+    uint8_t reprobe;         /* CONFIG SET or ACL change: who must authenticate may change */
     int32_t db;
+    char *name;              /* setname: the name ("" clears it) */
+    size_t name_len;
     uint32_t n;
     lp_block *local;         /* LOCAL: the bytes */
     lock_op *op;             /* OP: the decision */
@@ -153,6 +159,7 @@ static void eof_progress(session *s);
 static void maybe_finish(session *s);
 static void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static int preauth_limits(const session *s);
 
 /* ---- pending queue ---- */
 
@@ -189,6 +196,7 @@ static void free_mops(multi_op *m, int n) {
 static void q_pop(session *s) {
     pend *p = q_head(s);
     lp_block_unref(p->local);
+    free(p->name);
     lock_op_free(p->op);
     free_mops(p->mops, p->nmops);
     s->qhead = (s->qhead + 1) % s->qcap;
@@ -199,6 +207,7 @@ static void q_pop(session *s) {
 static void expect_plain(session *s, uint32_t n) {
     pend *t = q_tail(s);
     if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && !t->select &&
+        !t->setname && !t->reprobe &&
         t->n < UINT32_MAX - n)
         t->n += n;
     else q_push(s, PEND_PLAIN)->n = n;
@@ -495,6 +504,45 @@ static void set_name(session *s, const resp_arg *a) {
     s->name_len = a->len;
 }
 
+/* Remembers, on a queue entry, the name a CLIENT SETNAME or HELLO SETNAME would give the
+ * client: it becomes the session's name only once Redis has accepted the command. */
+static void pend_name(pend *p, const resp_arg *a) {
+    free(p->name);
+    p->name = malloc(a->len + 1);
+    if (p->name == NULL) abort();
+    memcpy(p->name, a->ptr, a->len);
+    p->name_len = a->len;
+    p->setname = 1;
+}
+
+/* A name Redis's CLIENT SETNAME accepts: printable ASCII without spaces (or empty). */
+static int valid_client_name(const resp_arg *a) {
+    for (size_t i = 0; i < a->len; i++)
+        if (a->ptr[i] < '!' || a->ptr[i] > '~') return 0;
+    return 1;
+}
+
+/* Reads HELLO [protover [AUTH user pass] [SETNAME name]] as Redis does, options in order:
+ * *auth is set when it authenticates, *name (may stay NULL) is the last SETNAME. The
+ * arguments after AUTH are skipped, never looked at: they are a user name and a password.
+ * Returns 0, or -1 when Redis answers a syntax error. */
+static int hello_options(const resp_request *r, int *auth, const resp_arg **name) {
+    *auth = 0;
+    *name = NULL;
+    for (int j = 2; j < r->argc; j++) {
+        int more = r->argc - 1 - j;
+        if (lp_opt_is(&r->argv[j], "auth") && more >= 2) {
+            *auth = 1;
+            j += 2;
+        } else if (lp_opt_is(&r->argv[j], "setname") && more >= 1) {
+            *name = &r->argv[++j];
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Decides how the upstream will answer one framed request and records it in the queue.
  * Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
  * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
@@ -541,8 +589,13 @@ static void account_request(session *s, const resp_request *r) {
         return;
     }
 
-    if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "setname"))
-        set_name(s, &r->argv[2]);
+    const resp_arg *setname = NULL;
+    if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "setname")) {
+        /* With replies silenced nothing will say whether Redis took the name: judge it as
+         * Redis does. */
+        if (silent && valid_client_name(&r->argv[2])) set_name(s, &r->argv[2]);
+        setname = &r->argv[2];
+    }
 
     if (resp_arg_is(cmd, "multi")) {
         if (!s->in_multi) {
@@ -588,12 +641,14 @@ static void account_request(session *s, const resp_request *r) {
         return;
     } else if (resp_arg_is(cmd, "hello")) {
         if (silent) { lose_tracking(s, "HELLO with CLIENT REPLY OFF/SKIP"); return; }
-        for (int i = 2; i + 1 < r->argc; i++)
-            if (resp_arg_is(&r->argv[i], "setname")) set_name(s, &r->argv[i + 1]);
         {
             pend *p = q_push(s, PEND_HELLO);
-            for (int i = 2; i < r->argc; i++)
-                if (resp_arg_is(&r->argv[i], "auth")) p->auth = 1;
+            int auth;
+            const resp_arg *name;
+            if (hello_options(r, &auth, &name) == 0) {
+                p->auth = (uint8_t)auth;
+                if (name != NULL) pend_name(p, name);
+            }
             if (p->auth && !s->authed) s->hold = 1;
             if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
                 p->proto = (uint8_t)(r->argv[1].ptr[0] - '0');
@@ -619,7 +674,13 @@ static void account_request(session *s, const resp_request *r) {
     /* AUTH, SELECT, blocking commands and (while the client may be unauthenticated) every
      * command get an entry of their own: their replies teach the proxy something. */
     int is_auth = resp_arg_is(cmd, "auth");
+    int is_quit = resp_arg_is(cmd, "quit");
     int blocking = is_blocking(r);
+    /* A CONFIG SET or an ACL change may change who must authenticate. */
+    int reprobe = (resp_arg_is(cmd, "config") && r->argc >= 2 && resp_arg_is(&r->argv[1], "set")) ||
+                  (resp_arg_is(cmd, "acl") && r->argc >= 2 &&
+                   (resp_arg_is(&r->argv[1], "setuser") || resp_arg_is(&r->argv[1], "deluser") ||
+                    resp_arg_is(&r->argv[1], "load")));
     int db = -1;
     if (resp_arg_is(cmd, "select") && r->argc == 2 && r->argv[1].len > 0 && r->argv[1].len < 10) {
         char num[16];
@@ -627,13 +688,16 @@ static void account_request(session *s, const resp_request *r) {
         num[r->argv[1].len] = '\0';
         db = atoi(num);
     }
-    if (!is_auth && !blocking && db < 0 && s->authed) {
+    if (!is_auth && !blocking && db < 0 && s->authed && setname == NULL && !reprobe) {
         expect_plain(s, 1);
         return;
     }
     pend *p = q_push(s, PEND_PLAIN);
     p->auth = (uint8_t)is_auth;
-    p->probe = !is_auth && !s->authed;
+    /* QUIT is answered without authentication: its +OK proves nothing. */
+    p->probe = !is_auth && !is_quit && !s->authed;
+    p->reprobe = (uint8_t)reprobe;
+    if (setname != NULL) pend_name(p, setname);
     p->blocking = (uint8_t)blocking;
     p->select = db >= 0;
     p->db = db;
@@ -779,6 +843,7 @@ static void process_client_input(session *s) {
     size_t fwd_start = s->in_start, pos = s->in_start;
     while (!s->client_stop && !s->discard && !s->closing && !s->hold) {
         size_t framelen;
+        s->req.unauthenticated = preauth_limits(s);
         resp_status st = resp_request_parse(&s->req, b->data + pos, b->len - pos, &framelen);
         if (st == RESP_AGAIN) break;
         if (st == RESP_ERROR) {
@@ -820,7 +885,11 @@ static void process_client_input(session *s) {
                 continue;
             }
         }
-        if (s->px->policy != NULL && !s->raw && s->req.argc >= 2) {
+        /* An inline command longer than Redis's 64 KiB limit is never rewritten: Redis
+         * (which reads inline requests 16 KiB at a time) refuses it as too big, and only
+         * the client's own bytes can get that answer. */
+        if (s->px->policy != NULL && !s->raw && s->req.argc >= 2 &&
+            !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
             size_t consumed;
             if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {
                 pos += consumed;
@@ -924,18 +993,27 @@ static int subscribed(const session *s) {
  * What one session learns is where the next one starts. */
 static void set_authed(session *s, int authed) {
     s->authed = (unsigned)authed;
-    s->req.unauthenticated = !authed;
+}
+
+/* Redis's tighter limits before AUTH apply to this session now: it has not authenticated
+ * and, as far as the proxy knows, Redis's default user needs a password. While that is not
+ * known the frame goes to Redis, which answers for itself. */
+static int preauth_limits(const session *s) {
+    return !s->authed && s->px->auth_state == LP_AUTH_REQUIRED;
 }
 
 static void note_auth(session *s, const pend *p, const resp_reply *r) {
     int noauth = r->type == '-' && r->line_len >= 6 && memcmp(r->line, "NOAUTH", 6) == 0;
     if (noauth) {
         set_authed(s, 0);
-        s->px->auth_required = 1;
-    } else if ((p->auth || p->probe) && r->type != '-') {
+        s->px->auth_state = LP_AUTH_REQUIRED;
+    } else if ((p->auth || p->probe || p->kind == PEND_HELLO) && r->type != '-') {
+        /* A HELLO only succeeds for an authenticated client. */
         set_authed(s, 1);
-        if (p->probe) s->px->auth_required = 0;
+        if (p->probe) s->px->auth_state = LP_AUTH_NOT_REQUIRED;
     }
+    if (p->setname && r->type != '-') set_name(s, p->name_len ? &(resp_arg){p->name, p->name_len} : NULL);
+    if (p->reprobe && r->type != '-') proxy_probe_auth(s->px);
     if (p->auth && s->hold && p->kind != PEND_OP) s->hold = 0;
 }
 
@@ -1052,7 +1130,7 @@ static void reply_done(session *s) {
             s->proto = 2;
             s->monitor = 0;
             s->nsub[0] = s->nsub[1] = s->nsub[2] = 0;
-            set_authed(s, !s->px->auth_required);
+            set_authed(s, s->px->auth_state != LP_AUTH_REQUIRED);
             s->db = 0;
         }
         q_pop(s);
@@ -1292,8 +1370,7 @@ int session_start(proxy *px) {
     resp_request_init(&s->peek);
     s->peek.max_bulk_len = c->proto_max_bulk_len;
     s->conn_id = ++px->next_conn_id;
-    s->authed = !px->auth_required;
-    s->req.unauthenticated = px->auth_required;
+    s->authed = px->auth_state == LP_AUTH_NOT_REQUIRED;
     resp_reply_init(&s->rep);
     if (c->listen.is_unix) uv_pipe_init(px->loop, &s->client.pipe, 0);
     else uv_tcp_init(px->loop, &s->client.tcp);

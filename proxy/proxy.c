@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include "proxy/proxy.h"
 #include "proxy/buf.h"
+#include "proxy/upconn.h"
 
 void lp_logf(const char *fmt, ...) {
     char line[512];
@@ -37,6 +38,8 @@ static void audit_sink(void *ud, const audit_event *e) {
     if (n > 0) lp_auditlog_write(px->audit, line, n);
 }
 
+static void probe_reap(proxy *px);
+
 /* Leases past their deadline are kept a while, so that a late DEL is still recognised as
  * late_release; then they go. */
 #define LEASE_GRACE_MS (10 * 60 * 1000)
@@ -52,6 +55,7 @@ static void audit_summary(void *ud, const audit_event *e, uint64_t suppressed) {
 
 static void sweep_cb(uv_timer_t *t) {
     proxy *px = t->data;
+    probe_reap(px);
     if (px->leases) lease_sweep(px->leases, (int64_t)uv_now(px->loop), LEASE_GRACE_MS);
     if (px->limiter) audit_limiter_flush(px->limiter, (int64_t)uv_now(px->loop), audit_summary, px);
 }
@@ -71,6 +75,39 @@ static void on_connection(uv_stream_t *server, int status) {
     }
 }
 
+static void probe_reply(lp_upconn *c, const redisReply *r, void *ud) {
+    proxy *px = ud;
+    (void)c;
+    if (r == NULL) px->auth_state = LP_AUTH_UNKNOWN;
+    else if (r->type == REDIS_REPLY_ERROR) px->auth_state = strncmp(r->str, "NOAUTH", 6) == 0 ? LP_AUTH_REQUIRED : LP_AUTH_UNKNOWN;
+    else px->auth_state = LP_AUTH_NOT_REQUIRED;
+    px->auth_probe_done = 1;
+}
+
+/* The probe's connection is released from the sweep timer or the next probe, never from
+ * inside its own callback. */
+static void probe_reap(proxy *px) {
+    if (px->auth_probe == NULL || !px->auth_probe_done) return;
+    lp_upconn_close(px->auth_probe);
+    px->auth_probe = NULL;
+    px->auth_probe_done = 0;
+    if (px->auth_probe_again && !px->draining) {
+        px->auth_probe_again = 0;
+        proxy_probe_auth(px);
+    }
+}
+
+void proxy_probe_auth(proxy *px) {
+    static const char hello[] = "*1\r\n$5\r\nHELLO\r\n";
+    probe_reap(px);
+    px->auth_state = LP_AUTH_UNKNOWN;
+    if (px->auth_probe != NULL) { px->auth_probe_again = 1; return; }
+    px->auth_probe = lp_upconn_open(px->loop, &px->cfg->upstream, (const struct sockaddr *)&px->upstream_sa,
+                                    (int)px->cfg->connect_timeout_ms);
+    if (px->auth_probe == NULL || lp_upconn_send(px->auth_probe, hello, sizeof(hello) - 1, probe_reply, px) < 0)
+        px->auth_probe_done = 1;
+}
+
 static void close_quietly(uv_handle_t *h) {
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
@@ -83,6 +120,9 @@ void proxy_drained(proxy *px) {
     close_quietly((uv_handle_t *)&px->sig_hup);
     close_quietly((uv_handle_t *)&px->drain_timer);
     close_quietly((uv_handle_t *)&px->sweep_timer);
+    px->auth_probe_done = 1;
+    px->auth_probe_again = 0;
+    probe_reap(px);
 }
 
 static void drain_timeout(uv_timer_t *t) {
@@ -235,6 +275,7 @@ int proxy_run(const lp_config *cfg) {
     px.sweep_timer.data = &px;
     uv_timer_start(&px.sweep_timer, sweep_cb, 1000, 1000);
     uv_unref((uv_handle_t *)&px.sweep_timer);
+    proxy_probe_auth(&px);
 
     char l[300], u[300];
     lp_addr_format(&cfg->listen, l, sizeof(l));

@@ -23,6 +23,12 @@
 
 typedef struct session session;
 
+/* Whether Redis's default user needs a password, as far as the proxy knows. A new client
+ * starts unauthenticated only when it does, and Redis's tighter limits before AUTH (10
+ * arguments, 16 KiB bulks) are applied by the proxy only then; while it is not known, the
+ * request goes to Redis, which answers for itself. */
+enum { LP_AUTH_UNKNOWN, LP_AUTH_REQUIRED, LP_AUTH_NOT_REQUIRED };
+
 typedef struct proxy {
     uv_loop_t *loop;
     const lp_config *cfg;
@@ -38,8 +44,11 @@ typedef struct proxy {
     audit_limiter *limiter;
     uv_timer_t sweep_timer;                /* ends expired leases */
     uint64_t next_conn_id;
-    int auth_required;
-    uint64_t connect_failures, last_connect_log;                     /* learnt from NOAUTH replies; see conn.c */
+    int auth_state;                        /* LP_AUTH_*: learnt from a probe and from replies */
+    struct lp_upconn *auth_probe;          /* the probe in flight, or NULL */
+    int auth_probe_again;                  /* asked for again while one was in flight */
+    int auth_probe_done;                   /* its answer came (or never will) */
+    uint64_t connect_failures, last_connect_log;
     session *sessions;                     /* every open session, for shutdown */
     int nclients;
     int draining;
@@ -56,6 +65,11 @@ void session_drain(session *s);        /* stop reading; close once replies are f
 void session_close(session *s);        /* close now */
 const char *session_peer(const session *s);
 session *lp_session_next(session *s);
+/* Asks Redis, on a fresh connection of the proxy's own that sends a bare HELLO (answered
+ * -NOAUTH exactly when a new client must authenticate), whether clients must authenticate,
+ * and sets px->auth_state from the answer. Called at start and after a CONFIG SET or ACL
+ * change went through the proxy. */
+void proxy_probe_auth(proxy *px);
 /* Called by session_close() when draining and the last session has gone. */
 void proxy_drained(proxy *px);
 

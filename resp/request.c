@@ -176,7 +176,7 @@ static int find_line_end(resp_request *req, const char *buf, size_t len, char te
 /* Parses a whole decimal number as Redis's string2ll() accepts it: an optional '-', then
  * either "0" alone or a digit 1-9 followed by digits, within the range of long long. No
  * '+', no spaces, no leading zeros, no "-0". Returns 1 and sets *out on success. */
-static int parse_ll(const char *s, size_t n, long long *out)
+int resp_parse_ll(const char *s, size_t n, long long *out)
 {
     size_t i = 0;
     int neg = 0;
@@ -407,7 +407,7 @@ static resp_status parse_multibulk(resp_request *req, const char *buf, size_t le
             }
             if (cr + 1 >= len)
                 return RESP_AGAIN;   /* one byte must follow the '\r' */
-            if (!parse_ll(buf + req->pos + 1, cr - req->pos - 1, &n) || n > INT_MAX)
+            if (!resp_parse_ll(buf + req->pos + 1, cr - req->pos - 1, &n) || n > INT_MAX)
                 return fail(req, err_mbulk_len);
             if (n > 10 && req->unauthenticated)
                 return fail(req, err_unauth_mbulk);
@@ -441,7 +441,7 @@ static resp_status parse_multibulk(resp_request *req, const char *buf, size_t le
                 req->argc = 0;
                 return RESP_ERROR;
             }
-            if (!parse_ll(buf + req->pos + 1, cr - req->pos - 1, &n) || n < 0 ||
+            if (!resp_parse_ll(buf + req->pos + 1, cr - req->pos - 1, &n) || n < 0 ||
                 n > req->max_bulk_len)
                 return fail(req, err_bulk_len);
             if (n > 16384 && req->unauthenticated)

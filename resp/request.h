@@ -57,6 +57,11 @@ void resp_request_free(resp_request *req);
 void resp_request_reset(resp_request *req);
 resp_status resp_request_parse(resp_request *req, const char *buf, size_t len, size_t *framelen);
 
+/* Parses s[0..n) as a decimal long long exactly as Redis's string2ll() does, the parser
+ * behind every integer argument Redis reads: an optional '-', no '+', no spaces, no leading
+ * zeros ("0" alone is fine, "-0" is not), no overflow. Returns 1 with *out set, or 0. */
+int resp_parse_ll(const char *s, size_t n, long long *out);
+
 /* Case-insensitive comparison of an argument with a NUL-terminated lower-case word. Inline:
  * with a literal word the length test folds to a constant, so most calls cost one compare. */
 static inline int resp_arg_is(const resp_arg *a, const char *lower)
