@@ -30,49 +30,7 @@
 #include "resp/request.h"
 #include "resp/reply.h"
 #include "policy/lock.h"
-#include "policy/cmdargs.h"
-
-enum pend_kind {
-    PEND_PLAIN,      /* n requests, one reply each */
-    PEND_SUB,        /* (P|S)(UN)SUBSCRIBE: n replies, 0 = one per current subscription */
-    PEND_HELLO,      /* switches the protocol on success */
-    PEND_MONITOR,    /* +OK, then MONITOR lines are out of band */
-    PEND_RESET,      /* +RESET clears protocol, subscriptions, MONITOR */
-    PEND_LOCAL,      /* a reply made by the proxy */
-    PEND_OP,         /* a rewritten lock command: its reply goes through policy/lock.c */
-    PEND_EXEC,       /* EXEC of a transaction holding rewritten commands */
-    PEND_SWALLOW     /* a reply the client already had from the proxy (+QUEUED) */
-};
-
-enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
-
-typedef struct pend {
-    uint8_t kind;
-    uint8_t family;          /* SUB: which subscription count a no-argument form empties */
-    uint8_t close_after;     /* LOCAL: close the client once it is sent */
-    uint8_t proto;           /* HELLO: the version asked for, 0 when none */
-    uint8_t auth;            /* AUTH or HELLO AUTH: success authenticates the client */
-    uint8_t probe;           /* sent unauthenticated: the reply tells whether auth is required */
-    uint8_t blocking;        /* may wait for other clients: no upstream-timeout */
-    uint8_t select;          /* SELECT: db becomes the session's database on +OK */
-    uint8_t setname;         /* CLIENT SETNAME or HELLO SETNAME: name becomes the client's
-                              * name when Redis accepts the command */
-    uint8_t reprobe;         /* CONFIG SET or ACL change: who must authenticate may change */
-    int32_t db;
-    char *name;              /* setname: the name ("" clears it) */
-    size_t name_len;
-    uint32_t n;
-    lp_block *local;         /* LOCAL: the bytes */
-    lock_op *op;             /* OP: the decision */
-    struct multi_op *mops;   /* EXEC: the rewritten commands of the transaction */
-    int nmops;
-} pend;
-
-/* A rewritten command queued inside MULTI, by its place in the transaction. */
-typedef struct multi_op {
-    int index;
-    lock_op *op;
-} multi_op;
+#include "proxy/pairing.h"
 
 struct session {
     proxy *px;
@@ -95,38 +53,21 @@ struct session {
     unsigned client_reading : 1;
     unsigned up_reading : 1;
     unsigned close_when_flushed : 1;
-    unsigned raw : 1;             /* tracking lost: bytes pass through unpaired */
     unsigned discard : 1;         /* as Redis after a silent QUIT or protocol error: read and drop */
     unsigned up_shut : 1;         /* the client half-closed and so did we, towards Redis */
 
-    /* request-side state */
-    unsigned in_multi : 1;
-    unsigned multi_sub : 1;       /* this MULTI queues a command that changes reply accounting */
-    unsigned reply_off : 1;
-    unsigned skip_cur : 1;
+    /* reply accounting: the pending-request queue and what Redis's answers depend on */
+    lp_pairing pg;
 
-    int multi_count;              /* commands queued by this MULTI */
-    multi_op *mops;               /* rewritten ones among them */
     lock_op *held_setnx;          /* a SETNX queued in MULTI, waiting to see if EXPIRE follows */
     char *multi_setnx;            /* the key of the last SETNX queued in this MULTI */
     size_t multi_setnx_len;
-    int nmops;
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
     unsigned eof_seen : 1;        /* EOF came while requests were held */
     unsigned got_eof : 1;         /* the client half-closed (or closed) */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     lp_str cap;
     uint64_t conn_id;
-    char *name;                   /* CLIENT SETNAME */
-    int db;                       /* SELECTed database, from SELECT's +OK */
-    unsigned authed : 1;          /* as far as the proxy knows, Redis has authenticated it */
-    size_t name_len;
-
-    /* reply-side state */
-    unsigned monitor : 1;
-    unsigned last_protocol_error : 1;
-    int proto;
-    long nsub[3];
 
     /* client input */
     lp_block *in;                 /* block holding the frame in progress, or NULL */
@@ -138,10 +79,6 @@ struct session {
     lp_block *rin;
     resp_reply rep;
     int rep_mid;                  /* inside a reply frame */
-
-    /* pending requests, a ring */
-    pend *q;
-    uint32_t qcap, qhead, qlen;
 
     /* output being collected during one event, and writes in flight */
     lp_out to_up, to_client;
@@ -163,56 +100,6 @@ static int preauth_limits(const session *s);
 
 /* ---- pending queue ---- */
 
-static pend *q_tail(session *s) {
-    return s->qlen ? &s->q[(s->qhead + s->qlen - 1) % s->qcap] : NULL;
-}
-
-static pend *q_head(session *s) { return s->qlen ? &s->q[s->qhead] : NULL; }
-
-static pend *q_push(session *s, uint8_t kind) {
-    if (s->qlen == s->qcap) {
-        uint32_t ncap = s->qcap ? s->qcap * 2 : 8;
-        pend *nq = malloc(sizeof(*nq) * ncap);
-        if (nq == NULL) abort();
-        for (uint32_t i = 0; i < s->qlen; i++) nq[i] = s->q[(s->qhead + i) % s->qcap];
-        free(s->q);
-        s->q = nq;
-        s->qcap = ncap;
-        s->qhead = 0;
-    }
-    pend *p = &s->q[(s->qhead + s->qlen) % s->qcap];
-    s->qlen++;
-    memset(p, 0, sizeof(*p));
-    p->kind = kind;
-    p->n = 1;
-    return p;
-}
-
-static void free_mops(multi_op *m, int n) {
-    for (int i = 0; i < n; i++) lock_op_free(m[i].op);
-    free(m);
-}
-
-static void q_pop(session *s) {
-    pend *p = q_head(s);
-    lp_block_unref(p->local);
-    free(p->name);
-    lock_op_free(p->op);
-    free_mops(p->mops, p->nmops);
-    s->qhead = (s->qhead + 1) % s->qcap;
-    s->qlen--;
-    if (s->qlen == 0) s->qhead = 0;
-}
-
-static void expect_plain(session *s, uint32_t n) {
-    pend *t = q_tail(s);
-    if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && !t->select &&
-        !t->setname && !t->reprobe &&
-        t->n < UINT32_MAX - n)
-        t->n += n;
-    else q_push(s, PEND_PLAIN)->n = n;
-}
-
 /* Adds a span to an output, writing what was collected when the request is full. */
 static void emit(session *s, lp_out *o, lp_block *b, size_t off, size_t len) {
     if (lp_out_add(o, b, off, len)) flush(s);
@@ -229,27 +116,24 @@ static void emit_copy(session *s, lp_out *o, const char *p, size_t len) {
 /* Sends LOCAL entries that reached the head of the queue. */
 static void drain_locals(session *s) {
     pend *p;
-    while ((p = q_head(s)) != NULL && p->kind == PEND_LOCAL) {
-        emit(s, &s->to_client, p->local, 0, p->local->len);
+    while ((p = pairing_head(&s->pg)) != NULL && p->kind == PEND_LOCAL) {
+        emit_copy(s, &s->to_client, p->local, p->local_len);
         if (p->close_after) {
             s->client_stop = 1;
             s->close_when_flushed = 1;
         }
-        q_pop(s);
+        pairing_pop(&s->pg);
     }
 }
 
 static void queue_local(session *s, const char *bytes, size_t len, int close_after) {
-    pend *p = q_push(s, PEND_LOCAL);
-    p->local = lp_block_copy(bytes, len);
-    if (p->local == NULL) abort();
-    p->close_after = (uint8_t)close_after;
+    pairing_push_local(&s->pg, bytes, len, close_after);
     drain_locals(s);
 }
 
 /* Stops pairing replies on this session: from now on bytes pass through both ways. */
 static void lose_tracking(session *s, const char *why) {
-    if (s->raw) return;
+    if (s->pg.raw) return;
     lp_logf("tracking_lost client=%s: %s; passing bytes through", s->peer, why);
     if (s->px->lock.log != NULL && s->px->policy != NULL) {
         audit_event e;
@@ -260,19 +144,15 @@ static void lose_tracking(session *s, const char *why) {
         e.rule = "";
         e.key = "";
         e.client = s->peer;
-        e.client_name = s->name;
-        e.client_name_len = s->name_len;
+        e.client_name = s->pg.name;
+        e.client_name_len = s->pg.name_len;
         e.detail = why;
         e.held_ms = -1;
         s->px->lock.log(s->px->lock.log_ud, &e);
     }
-    s->raw = 1;
     /* Replies still due are no longer paired; local replies queued behind them go now. */
-    while (s->qlen) {
-        pend *p = q_head(s);
-        if (p->kind == PEND_LOCAL) drain_locals(s);
-        else q_pop(s);
-    }
+    pairing_lose(&s->pg);
+    drain_locals(s);
 }
 
 /* ---- writing ---- */
@@ -401,8 +281,8 @@ static void upstream_timeout_cb(uv_timer_t *t) {
 static void arm_upstream_timer(session *s, int restart) {
     long long ms = s->px->cfg->upstream_timeout_ms;
     if (ms <= 0 || !s->up_connected || s->up_gone || s->closing) return;
-    pend *h = q_head(s);
-    int want = h != NULL && !h->blocking && h->kind != PEND_LOCAL && !s->raw && !s->monitor;
+    pend *h = pairing_head(&s->pg);
+    int want = h != NULL && !h->blocking && h->kind != PEND_LOCAL && !s->pg.raw && !s->pg.monitor;
     if (!want) {
         uv_timer_stop(&s->timer);
     } else if (restart || !uv_is_active((uv_handle_t *)&s->timer)) {
@@ -416,7 +296,7 @@ static void maybe_finish(session *s) {
     if (s->closing) return;
     if (s->client_writes > 0 || s->to_client.w != NULL) return;
     if (s->close_when_flushed) { session_close(s); return; }
-    if (s->client_stop && ((s->qlen == 0 && !s->raw) || s->up_gone)) session_close(s);
+    if (s->client_stop && ((s->pg.qlen == 0 && !s->pg.raw) || s->up_gone)) session_close(s);
 }
 
 /* ---- reading ---- */
@@ -458,251 +338,19 @@ static void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     buf->len = b->cap - b->len;
 }
 
-/* How many replies a subscribe-family command gets, or -1 when it is not one. */
-static int sub_command(const resp_request *r, uint8_t *family, int *unsub) {
-    const resp_arg *a = &r->argv[0];
-    static const struct { const char *name; uint8_t family; int unsub; } t[] = {
-        {"subscribe", SUB_CHANNEL, 0}, {"psubscribe", SUB_PATTERN, 0}, {"ssubscribe", SUB_SHARD, 0},
-        {"unsubscribe", SUB_CHANNEL, 1}, {"punsubscribe", SUB_PATTERN, 1}, {"sunsubscribe", SUB_SHARD, 1},
-    };
-    if (a->len < 9 || a->len > 12) return -1;
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        if (resp_arg_is(a, t[i].name)) {
-            *family = t[i].family;
-            *unsub = t[i].unsub;
-            return r->argc - 1;
-        }
-    }
-    return -1;
-}
-
-/* Commands that may wait on other clients, outside MULTI: BLPOP and friends, WAIT,
- * XREAD/XREADGROUP with BLOCK. */
-static int is_blocking(const resp_request *r) {
-    static const char *names[] = {"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin",
-                                  "bzpopmax", "bzmpop", "wait", "waitaof"};
-    const resp_arg *a = &r->argv[0];
-    if (a->len == 0 || (a->ptr[0] | 0x20) == 'b' || (a->ptr[0] | 0x20) == 'w') {
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-            if (resp_arg_is(a, names[i])) return 1;
-    }
-    if (resp_arg_is(a, "xread") || resp_arg_is(a, "xreadgroup"))
-        for (int i = 1; i < r->argc; i++)
-            if (resp_arg_is(&r->argv[i], "block")) return 1;
-    return 0;
-}
-
-/* Remembers CLIENT SETNAME (or HELLO ... SETNAME) for the client-name owner scope. */
-static void set_name(session *s, const resp_arg *a) {
-    free(s->name);
-    s->name = NULL;
-    s->name_len = 0;
-    if (a == NULL || a->len == 0) return;
-    s->name = malloc(a->len);
-    if (s->name == NULL) abort();
-    memcpy(s->name, a->ptr, a->len);
-    s->name_len = a->len;
-}
-
-/* Remembers, on a queue entry, the name a CLIENT SETNAME or HELLO SETNAME would give the
- * client: it becomes the session's name only once Redis has accepted the command. */
-static void pend_name(pend *p, const resp_arg *a) {
-    free(p->name);
-    p->name = malloc(a->len + 1);
-    if (p->name == NULL) abort();
-    memcpy(p->name, a->ptr, a->len);
-    p->name_len = a->len;
-    p->setname = 1;
-}
-
-/* A name Redis's CLIENT SETNAME accepts: printable ASCII without spaces (or empty). */
-static int valid_client_name(const resp_arg *a) {
-    for (size_t i = 0; i < a->len; i++)
-        if (a->ptr[i] < '!' || a->ptr[i] > '~') return 0;
-    return 1;
-}
-
-/* Reads HELLO [protover [AUTH user pass] [SETNAME name]] as Redis does, options in order:
- * *auth is set when it authenticates, *name (may stay NULL) is the last SETNAME. The
- * arguments after AUTH are skipped, never looked at: they are a user name and a password.
- * Returns 0, or -1 when Redis answers a syntax error. */
-static int hello_options(const resp_request *r, int *auth, const resp_arg **name) {
-    *auth = 0;
-    *name = NULL;
-    for (int j = 2; j < r->argc; j++) {
-        int more = r->argc - 1 - j;
-        if (lp_opt_is(&r->argv[j], "auth") && more >= 2) {
-            *auth = 1;
-            j += 2;
-        } else if (lp_opt_is(&r->argv[j], "setname") && more >= 1) {
-            *name = &r->argv[++j];
-        } else {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Decides how the upstream will answer one framed request and records it in the queue.
- * Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
- * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
- * and RESET. The frame itself is always forwarded. */
+/* Records how Redis will answer one framed request that goes to it as it is, and acts on
+ * the verdict: tracking lost, a hold until an AUTH's reply, QUIT. */
 static void account_request(session *s, const resp_request *r) {
-    int silent = s->reply_off || s->skip_cur;
-    /* Redis's resetClient() after every frame, empty ones included, ends a SKIP; CLIENT
-     * REPLY SKIP below starts one for the next frame. */
-    s->skip_cur = 0;
-    if (r->argc == 0) return;   /* forwarded: Redis ignores it but it ends a SKIP */
-    if (s->raw) return;
-
-    const resp_arg *cmd = &r->argv[0];
-    int immediate = !s->in_multi || resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard") ||
-                    resp_arg_is(cmd, "multi") || resp_arg_is(cmd, "watch") ||
-                    resp_arg_is(cmd, "quit") || resp_arg_is(cmd, "reset");
-
-    if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "reply")) {
-        if (!immediate) { lose_tracking(s, "CLIENT REPLY inside MULTI"); return; }
-        if (resp_arg_is(&r->argv[2], "on")) {
-            s->reply_off = 0;
-            s->skip_cur = 0;
-            expect_plain(s, 1);
-            return;
-        }
-        if (resp_arg_is(&r->argv[2], "off")) {
-            s->reply_off = 1;
-            s->skip_cur = 0;
-            return;
-        }
-        if (resp_arg_is(&r->argv[2], "skip")) {
-            if (!s->reply_off) s->skip_cur = 1;  /* the next frame's reply is skipped */
-            return;
-        }
+    pair_req v = pairing_request(&s->pg, r);
+    if (v.multi_begins) {
+        free(s->multi_setnx);
+        s->multi_setnx = NULL;
+        s->multi_setnx_len = 0;
     }
-
-    if (!immediate) {
-        uint8_t fam;
-        int unsub;
-        if (sub_command(r, &fam, &unsub) >= 0 || resp_arg_is(cmd, "hello") || resp_arg_is(cmd, "monitor"))
-            s->multi_sub = 1;
-        s->multi_count++;
-        if (!silent) expect_plain(s, 1);
-        return;
-    }
-
-    const resp_arg *setname = NULL;
-    if (resp_arg_is(cmd, "client") && r->argc == 3 && resp_arg_is(&r->argv[1], "setname")) {
-        /* With replies silenced nothing will say whether Redis took the name: judge it as
-         * Redis does. */
-        if (silent && valid_client_name(&r->argv[2])) set_name(s, &r->argv[2]);
-        setname = &r->argv[2];
-    }
-
-    if (resp_arg_is(cmd, "multi")) {
-        if (!s->in_multi) {
-            s->multi_count = 0;
-            free(s->multi_setnx);
-            s->multi_setnx = NULL;
-            s->multi_setnx_len = 0;
-        }
-        s->in_multi = 1;
-    } else if (resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard")) {
-        multi_op *m = s->mops;
-        int nm = s->nmops;
-        s->mops = NULL;
-        s->nmops = 0;
-        if (resp_arg_is(cmd, "exec") && s->multi_sub && s->in_multi) {
-            s->in_multi = 0;
-            s->multi_sub = 0;
-            free_mops(m, nm);
-            lose_tracking(s, "SUBSCRIBE, HELLO or MONITOR inside MULTI/EXEC");
-            return;
-        }
-        int was_multi = s->in_multi;
-        s->in_multi = 0;
-        s->multi_sub = 0;
-        if (nm > 0 && was_multi && !silent && resp_arg_is(cmd, "exec")) {
-            pend *p = q_push(s, PEND_EXEC);
-            p->mops = m;
-            p->nmops = nm;
-            return;
-        }
-        free_mops(m, nm);
-    } else if (resp_arg_is(cmd, "quit")) {
-        /* Redis answers +OK and closes; nothing after it runs. Silenced, it never closes. */
-        if (silent) s->discard = 1;
-        else s->client_stop = 1;
-    } else if (resp_arg_is(cmd, "reset")) {
-        s->in_multi = s->multi_sub = s->reply_off = s->skip_cur = 0;
-        free_mops(s->mops, s->nmops);
-        s->mops = NULL;
-        s->nmops = 0;
-        set_name(s, NULL);
-        if (!silent) q_push(s, PEND_RESET);
-        return;
-    } else if (resp_arg_is(cmd, "hello")) {
-        if (silent) { lose_tracking(s, "HELLO with CLIENT REPLY OFF/SKIP"); return; }
-        {
-            pend *p = q_push(s, PEND_HELLO);
-            int auth;
-            const resp_arg *name;
-            if (hello_options(r, &auth, &name) == 0) {
-                p->auth = (uint8_t)auth;
-                if (name != NULL) pend_name(p, name);
-            }
-            if (p->auth && !s->authed) s->hold = 1;
-            if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
-                p->proto = (uint8_t)(r->argv[1].ptr[0] - '0');
-        }
-        return;
-    } else if (resp_arg_is(cmd, "monitor")) {
-        if (!silent) q_push(s, PEND_MONITOR);
-        return;
-    } else {
-        uint8_t fam;
-        int unsub;
-        int n = sub_command(r, &fam, &unsub);
-        if (n >= 0) {
-            if (silent) { lose_tracking(s, "subscribe-family command with CLIENT REPLY OFF/SKIP"); return; }
-            if (n == 0 && !unsub) { expect_plain(s, 1); return; }   /* arity error */
-            pend *p = q_push(s, PEND_SUB);
-            p->family = fam;
-            p->n = (uint32_t)n;    /* 0: one reply per current subscription, at least one */
-            return;
-        }
-    }
-    if (silent) return;
-    /* AUTH, SELECT, blocking commands and (while the client may be unauthenticated) every
-     * command get an entry of their own: their replies teach the proxy something. */
-    int is_auth = resp_arg_is(cmd, "auth");
-    int is_quit = resp_arg_is(cmd, "quit");
-    int blocking = is_blocking(r);
-    /* A CONFIG SET or an ACL change may change who must authenticate. */
-    int reprobe = (resp_arg_is(cmd, "config") && r->argc >= 2 && resp_arg_is(&r->argv[1], "set")) ||
-                  (resp_arg_is(cmd, "acl") && r->argc >= 2 &&
-                   (resp_arg_is(&r->argv[1], "setuser") || resp_arg_is(&r->argv[1], "deluser") ||
-                    resp_arg_is(&r->argv[1], "load")));
-    int db = -1;
-    if (resp_arg_is(cmd, "select") && r->argc == 2 && r->argv[1].len > 0 && r->argv[1].len < 10) {
-        char num[16];
-        memcpy(num, r->argv[1].ptr, r->argv[1].len);
-        num[r->argv[1].len] = '\0';
-        db = atoi(num);
-    }
-    if (!is_auth && !blocking && db < 0 && s->authed && setname == NULL && !reprobe) {
-        expect_plain(s, 1);
-        return;
-    }
-    pend *p = q_push(s, PEND_PLAIN);
-    p->auth = (uint8_t)is_auth;
-    /* QUIT is answered without authentication: its +OK proves nothing. */
-    p->probe = !is_auth && !is_quit && !s->authed;
-    p->reprobe = (uint8_t)reprobe;
-    if (setname != NULL) pend_name(p, setname);
-    p->blocking = (uint8_t)blocking;
-    p->select = db >= 0;
-    p->db = db;
-    /* Redis's limits before authentication depend on AUTH's answer: wait for it. */
-    if (is_auth && !s->authed) s->hold = 1;
+    if (v.lost) lose_tracking(s, v.lost);
+    if (v.hold) s->hold = 1;
+    if (v.quit) s->client_stop = 1;
+    if (v.discard) s->discard = 1;
 }
 
 /* Fills in what policy/lock.c needs to know about the client. */
@@ -710,23 +358,13 @@ static void lock_client_of(session *s, lock_client *c) {
     c->conn_id = s->conn_id;
     c->addr = s->peer;
     c->ip_len = s->ip_len;
-    c->name = s->name;
-    c->name_len = s->name_len;
-    c->proto = s->proto;
-    c->in_multi = s->in_multi;
-    c->db = s->db;
-    c->multi_setnx = s->in_multi ? s->multi_setnx : NULL;
+    c->name = s->pg.name;
+    c->name_len = s->pg.name_len;
+    c->proto = s->pg.proto;
+    c->in_multi = s->pg.in_multi;
+    c->db = s->pg.db;
+    c->multi_setnx = s->pg.in_multi ? s->multi_setnx : NULL;
     c->multi_setnx_len = s->multi_setnx_len;
-}
-
-/* Records a rewritten command queued by MULTI, by its place in the transaction: its EXEC
- * element will go through the policy. */
-static void add_multi_op(session *s, lock_op *op) {
-    s->mops = realloc(s->mops, sizeof(*s->mops) * (size_t)(s->nmops + 1));
-    if (s->mops == NULL) abort();
-    s->mops[s->nmops].index = s->multi_count++;
-    s->mops[s->nmops].op = op;
-    s->nmops++;
 }
 
 /* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
@@ -735,18 +373,18 @@ static void send_held_setnx(session *s) {
     lock_op *op = s->held_setnx;
     s->held_setnx = NULL;
     emit_copy(s, &s->to_up, op->send.p, op->send.len);
-    q_push(s, PEND_SWALLOW);
-    add_multi_op(s, op);
+    pairing_push(&s->pg, PEND_SWALLOW);
+    pairing_add_multi_op(&s->pg, op);
 }
 
 /* The request after a held SETNX: an EXPIRE of its key merges into it (1, answered
  * +QUEUED here); anything else first lets the SETNX go (0). */
 static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t pos) {
     if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
-    int merged = s->in_multi && lock_op_merge_expire(&s->px->lock, s->held_setnx, s->req.argc, s->req.argv);
+    int merged = s->pg.in_multi && lock_op_merge_expire(&s->px->lock, s->held_setnx, s->req.argc, s->req.argv);
     send_held_setnx(s);
     if (merged) {
-        s->skip_cur = 0;
+        s->pg.skip_cur = 0;
         queue_local(s, "+QUEUED\r\n", 9, 0);
     }
     return merged;
@@ -776,7 +414,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
     lock_op *op = NULL;
     int took = 0;
     lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, next_argc, next, &op, &took);
-    if (s->in_multi && resp_arg_is(&r->argv[0], "setnx")) {
+    if (s->pg.in_multi && resp_arg_is(&r->argv[0], "setnx")) {
         free(s->multi_setnx);
         s->multi_setnx = malloc(r->argv[1].len + 1);
         if (s->multi_setnx == NULL) abort();
@@ -784,14 +422,14 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
         s->multi_setnx_len = r->argv[1].len;
     }
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
-    int silent = s->reply_off || s->skip_cur;
-    if (silent && s->in_multi) {
+    int silent = pairing_silent(&s->pg);
+    if (silent && s->pg.in_multi) {
         lock_op_free(op);
         return 0;    /* replies off inside MULTI: forwarded as it is */
     }
     /* What came before this request goes first. */
     if (pos > fwd_start) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
-    s->skip_cur = 0;   /* resetClient(), for this request and a merged EXPIRE */
+    s->pg.skip_cur = 0;   /* resetClient(), for this request and a merged EXPIRE */
     *consumed = framelen + (took ? next_len : 0);
     if (silent) {
         /* Replies are off: the rewrite still goes out (EVAL, since a NOSCRIPT could not be
@@ -810,7 +448,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
         lock_op_free(op);
         return 1;
     }
-    if (s->in_multi && !took && lock_op_is_setnx(op) && s->held_setnx == NULL) {
+    if (s->pg.in_multi && !took && lock_op_is_setnx(op) && s->held_setnx == NULL) {
         /* Not sent yet: an EXPIRE of the same key may follow (clients send a transaction
          * one command at a time, waiting for each +QUEUED, so it gets one now). */
         s->held_setnx = op;
@@ -822,14 +460,14 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
     } else {
         emit(s, &s->to_up, b, pos, framelen);
     }
-    if (s->in_multi) {
+    if (s->pg.in_multi) {
         /* Queued: Redis answers +QUEUED; the EXEC element goes through the policy. */
-        add_multi_op(s, op);
-        expect_plain(s, 1);
+        pairing_add_multi_op(&s->pg, op);
+        pairing_expect(&s->pg, 1);
         if (op->merged) queue_local(s, "+QUEUED\r\n", 9, 0);
         return 1;
     }
-    pend *p = q_push(s, PEND_OP);
+    pend *p = pairing_push(&s->pg, PEND_OP);
     p->op = op;
     /* Requests behind a lock command wait for its reply: the lease it records decides how
      * they are treated, and a NOSCRIPT retry must come next in the stream. */
@@ -849,12 +487,12 @@ static void process_client_input(session *s) {
         if (st == RESP_ERROR) {
             if (pos > fwd_start && !s->up_failed) emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
             fwd_start = pos = b->len;
-            if (s->reply_off || s->skip_cur) {
+            if (pairing_silent(&s->pg)) {
                 /* Redis closes "after the reply": with nothing left to write it never does,
                  * and ignores what the client sends. */
-                if (s->qlen > 0 && !s->raw) s->client_stop = 1;
+                if (s->pg.qlen > 0 && !s->pg.raw) s->client_stop = 1;
                 else s->discard = 1;
-            } else if (s->raw) {
+            } else if (s->pg.raw) {
                 lp_block *e = lp_block_copy(s->req.errstr, s->req.errlen);
                 emit(s, &s->to_client, e, 0, e->len);
                 lp_block_unref(e);
@@ -888,7 +526,7 @@ static void process_client_input(session *s) {
         /* An inline command longer than Redis's 64 KiB limit is never rewritten: Redis
          * (which reads inline requests 16 KiB at a time) refuses it as too big, and only
          * the client's own bytes can get that answer. */
-        if (s->px->policy != NULL && !s->raw && s->req.argc >= 2 &&
+        if (s->px->policy != NULL && !s->pg.raw && s->req.argc >= 2 &&
             !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
             size_t consumed;
             if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {
@@ -958,63 +596,17 @@ static void client_eof(session *s) {
  * (Redis itself drops unwritten output when it reads EOF: the proxy delivers more.) */
 static void eof_progress(session *s) {
     if (!s->got_eof || s->up_shut || !s->up_connected || s->up_gone || s->closing) return;
-    pend *h = q_head(s);
-    if (!s->raw && (h == NULL || !h->blocking)) return;
+    pend *h = pairing_head(&s->pg);
+    if (!s->pg.raw && (h == NULL || !h->blocking)) return;
     s->up_shut = 1;
     if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_gone = 1;
-}
-
-static int head_is(const resp_reply *r, const char *word) {
-    size_t n = strlen(word);
-    return r->head_len == n && strncasecmp(r->head, word, n) == 0;
-}
-
-/* Updates the subscription counts from a (P|S)(UN)SUBSCRIBE confirmation: its last element
- * is the number of subscriptions left (channels plus patterns, or shard channels). */
-static int note_subscription(session *s, const resp_reply *r) {
-    static const char *names[] = {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"};
-    for (int i = 0; i < 6; i++) {
-        if (!head_is(r, names[i])) continue;
-        int fam = i % 3, unsub = i >= 3;
-        long total = fam == SUB_SHARD ? s->nsub[SUB_SHARD] : s->nsub[SUB_CHANNEL] + s->nsub[SUB_PATTERN];
-        if (!unsub && r->last_int > total) s->nsub[fam]++;
-        if (unsub && r->last_int < total && s->nsub[fam] > 0) s->nsub[fam]--;
-        return 1;
-    }
-    return 0;
-}
-
-static int subscribed(const session *s) {
-    return s->nsub[0] + s->nsub[1] + s->nsub[2] > 0;
-}
-
-/* Learns from a reply whether the client is authenticated, so that the framer applies
- * Redis's tighter limits before AUTH (10 arguments, 16 KiB bulks) exactly when Redis does.
- * What one session learns is where the next one starts. */
-static void set_authed(session *s, int authed) {
-    s->authed = (unsigned)authed;
 }
 
 /* Redis's tighter limits before AUTH apply to this session now: it has not authenticated
  * and, as far as the proxy knows, Redis's default user needs a password. While that is not
  * known the frame goes to Redis, which answers for itself. */
 static int preauth_limits(const session *s) {
-    return !s->authed && s->px->auth_state == LP_AUTH_REQUIRED;
-}
-
-static void note_auth(session *s, const pend *p, const resp_reply *r) {
-    int noauth = r->type == '-' && r->line_len >= 6 && memcmp(r->line, "NOAUTH", 6) == 0;
-    if (noauth) {
-        set_authed(s, 0);
-        s->px->auth_state = LP_AUTH_REQUIRED;
-    } else if ((p->auth || p->probe || p->kind == PEND_HELLO) && r->type != '-') {
-        /* A HELLO only succeeds for an authenticated client. */
-        set_authed(s, 1);
-        if (p->probe) s->px->auth_state = LP_AUTH_NOT_REQUIRED;
-    }
-    if (p->setname && r->type != '-') set_name(s, p->name_len ? &(resp_arg){p->name, p->name_len} : NULL);
-    if (p->reprobe && r->type != '-') proxy_probe_auth(s->px);
-    if (p->auth && s->hold && p->kind != PEND_OP) s->hold = 0;
+    return !s->pg.authed && s->px->auth_state == LP_AUTH_REQUIRED;
 }
 
 /* Rebuilds an EXEC array: elements of rewritten commands go through the policy (a merged
@@ -1062,95 +654,49 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
     emit_copy(s, &s->to_client, out.p, out.len);
     lp_str_free(&out);
     if (p->kind == PEND_OP) s->hold = 0;
-    q_pop(s);
+    pairing_pop(&s->pg);
 }
 
 /* Called when a whole reply frame has been seen: pairs it with its request, or recognises
- * it as out of band. */
+ * it as out of band, and acts on what it teaches (authentication, a re-probe). */
 static void reply_done(session *s) {
-    const resp_reply *r = &s->rep;
-    pend *p = q_head(s);
     int captured = s->capturing;
     s->capturing = 0;
-    if (r->type == '>') {
-        if (p != NULL && p->kind == PEND_SUB && note_subscription(s, r)) goto sub_reply;
-        goto out_of_band;                         /* push */
+    proxy *px = s->px;
+    pair_reply v = pairing_reply(&s->pg, &s->rep, captured, px->auth_state);
+    if (v.auth_required) px->auth_state = LP_AUTH_REQUIRED;
+    if (v.auth_not_required) px->auth_state = LP_AUTH_NOT_REQUIRED;
+    if (v.auth_answered && s->hold) {
+        pend *h = pairing_head(&s->pg);
+        if (h == NULL || h->kind != PEND_OP) s->hold = 0;
     }
-    if (r->type == '*' && subscribed(s) && s->proto != 3 &&
-        (head_is(r, "message") || head_is(r, "pmessage") || head_is(r, "smessage")))
-        goto out_of_band;                         /* RESP2 pub/sub message */
-    if (s->monitor && r->type == '+' && r->line_len > 0 && isdigit((unsigned char)r->line[0]))
-        goto out_of_band;                         /* MONITOR line */
-    if (captured && p != NULL && p->kind == PEND_SWALLOW) {
-        s->cap.len = 0;
-        q_pop(s);
-        drain_locals(s);
+    if (v.reprobe) proxy_probe_auth(px);
+    switch (v.kind) {
+    case PAIR_OUT_OF_BAND:
+        if (captured) {
+            emit_copy(s, &s->to_client, s->cap.p, s->cap.len);
+            s->cap.len = 0;
+        }
         return;
-    }
-    if (captured && p != NULL && (p->kind == PEND_OP || p->kind == PEND_EXEC)) {
-        op_reply(s, p, s->cap.p, s->cap.len);
+    case PAIR_SWALLOWED:
         s->cap.len = 0;
-        drain_locals(s);
-        return;
-    }
-    if (p == NULL) {
+        break;
+    case PAIR_CAPTURED:
+        op_reply(s, pairing_head(&s->pg), s->cap.p, s->cap.len);
+        s->cap.len = 0;
+        break;
+    case PAIR_LOST:
         lose_tracking(s, "reply with no request pending");
         return;
-    }
-    s->last_protocol_error = r->type == '-' && r->line_len >= 18 && memcmp(r->line, "ERR Protocol error", 18) == 0;
-    note_auth(s, p, r);
-    switch (p->kind) {
-    case PEND_PLAIN:
-        if (p->select && r->type == '+') s->db = p->db;
-        if (--p->n == 0) q_pop(s);
-        break;
-    case PEND_SUB:
-        if (r->type == '-' || !note_subscription(s, r)) { q_pop(s); break; }
-    sub_reply:
-        if (p->n == 0) {
-            /* The no-argument form: one reply per subscription it drops, at least one. The
-             * count before this reply is the one that matters; note_subscription has just
-             * taken one off when there was one to take. */
-            long left = p->family == SUB_SHARD ? s->nsub[SUB_SHARD] : s->nsub[p->family];
-            if (left <= 0) q_pop(s);
-            break;
-        }
-        if (--p->n == 0) q_pop(s);
-        break;
-    case PEND_HELLO:
-        if (r->type != '-' && p->proto) s->proto = p->proto;
-        q_pop(s);
-        break;
-    case PEND_MONITOR:
-        if (r->type == '+') s->monitor = 1;
-        q_pop(s);
-        break;
-    case PEND_RESET:
-        if (r->type == '+' && r->line_len == 5 && memcmp(r->line, "RESET", 5) == 0) {
-            s->proto = 2;
-            s->monitor = 0;
-            s->nsub[0] = s->nsub[1] = s->nsub[2] = 0;
-            set_authed(s, s->px->auth_state != LP_AUTH_REQUIRED);
-            s->db = 0;
-        }
-        q_pop(s);
-        break;
-    default:
-        q_pop(s);
+    case PAIR_ANSWER:
         break;
     }
     drain_locals(s);
-    return;
-out_of_band:
-    if (captured) {
-        emit_copy(s, &s->to_client, s->cap.p, s->cap.len);
-        s->cap.len = 0;
-    }
 }
 
 static void process_upstream_input(session *s, size_t off, size_t len) {
     lp_block *b = s->rin;
-    if (s->raw) {
+    if (s->pg.raw) {
         emit(s, &s->to_client, b, off, len);
         return;
     }
@@ -1158,8 +704,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
     while (off < end && !s->closing) {
         if (!s->rep_mid) {
             /* A new frame: replies to rewritten commands are kept whole, not forwarded. */
-            pend *h = q_head(s);
-            int cap = h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW);
+            int cap = pairing_captures(&s->pg);
             if (cap && off > start) emit(s, &s->to_client, b, start, off - start);
             if (cap) start = off;
             s->capturing = cap;
@@ -1185,7 +730,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
         emit(s, &s->to_client, b, start, off - start);
         start = off;
         reply_done(s);
-        if (s->raw) {
+        if (s->pg.raw) {
             emit(s, &s->to_client, b, off, end - off);
             return;
         }
@@ -1199,19 +744,18 @@ static void upstream_lost(session *s, const char *why) {
     s->up_gone = 1;
     s->client_stop = 1;
     s->close_when_flushed = 1;
-    if (s->raw || s->rep_mid || s->last_protocol_error) return;
+    if (s->pg.raw || s->rep_mid || s->pg.last_protocol_error) return;
     char line[200];
     int n = snprintf(line, sizeof(line), upstream_err_fmt, why);
     lp_block *e = lp_block_copy(line, (size_t)n);
     if (e == NULL) abort();
-    while (s->qlen) {
-        pend *p = q_head(s);
+    while (s->pg.qlen) {
+        pend *p = pairing_head(&s->pg);
         if (p->kind == PEND_LOCAL) { drain_locals(s); continue; }
-        uint32_t k = p->kind == PEND_PLAIN ? p->n : (p->kind == PEND_OP && p->op->merged) ? 2
-                   : p->kind == PEND_SWALLOW ? 0 : 1;
+        uint32_t k = pairing_owed(p);
         for (uint32_t i = 0; i < k; i++)
             emit(s, &s->to_client, e, 0, e->len);
-        q_pop(s);
+        pairing_pop(&s->pg);
     }
     lp_block_unref(e);
 }
@@ -1253,15 +797,12 @@ static void handle_closed(uv_handle_t *h) {
     resp_request_free(&s->peek);
     resp_reply_free(&s->rep);
     if (s->px->leases) lease_drop_conn(s->px->leases, s->conn_id);
-    free(s->name);
     lp_str_free(&s->cap);
-    free_mops(s->mops, s->nmops);
     lock_op_free(s->held_setnx);
     free(s->multi_setnx);
     lp_block_unref(s->in);
     lp_block_unref(s->rin);
-    while (s->qlen) q_pop(s);
-    free(s->q);
+    pairing_free(&s->pg);
     lp_wreq_free(lp_out_take(&s->to_up));
     lp_wreq_free(lp_out_take(&s->to_client));
     free(s);
@@ -1364,13 +905,12 @@ int session_start(proxy *px) {
     session *s = calloc(1, sizeof(*s));
     if (s == NULL) return UV_ENOMEM;
     s->px = px;
-    s->proto = 2;
     resp_request_init(&s->req);
     s->req.max_bulk_len = c->proto_max_bulk_len;
     resp_request_init(&s->peek);
     s->peek.max_bulk_len = c->proto_max_bulk_len;
     s->conn_id = ++px->next_conn_id;
-    s->authed = px->auth_state == LP_AUTH_NOT_REQUIRED;
+    pairing_init(&s->pg, px->auth_state == LP_AUTH_NOT_REQUIRED);
     resp_reply_init(&s->rep);
     if (c->listen.is_unix) uv_pipe_init(px->loop, &s->client.pipe, 0);
     else uv_tcp_init(px->loop, &s->client.tcp);

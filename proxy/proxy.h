@@ -20,14 +20,10 @@
 #include "policy/policy.h"
 #include "policy/lock.h"
 #include "proxy/auditlog.h"
+#include "proxy/pairing.h"
 
 typedef struct session session;
 
-/* Whether Redis's default user needs a password, as far as the proxy knows. A new client
- * starts unauthenticated only when it does, and Redis's tighter limits before AUTH (10
- * arguments, 16 KiB bulks) are applied by the proxy only then; while it is not known, the
- * request goes to Redis, which answers for itself. */
-enum { LP_AUTH_UNKNOWN, LP_AUTH_REQUIRED, LP_AUTH_NOT_REQUIRED };
 
 typedef struct proxy {
     uv_loop_t *loop;
@@ -44,7 +40,11 @@ typedef struct proxy {
     audit_limiter *limiter;
     uv_timer_t sweep_timer;                /* ends expired leases */
     uint64_t next_conn_id;
-    int auth_state;                        /* LP_AUTH_*: learnt from a probe and from replies */
+    /* LP_AUTH_*: whether Redis's default user needs a password, as far as the proxy knows,
+     * from a probe and from replies. A new client starts unauthenticated only when it does,
+     * and Redis's tighter limits before AUTH are applied only then; while it is unknown the
+     * request goes to Redis, which answers for itself. */
+    int auth_state;
     struct lp_upconn *auth_probe;          /* the probe in flight, or NULL */
     int auth_probe_again;                  /* asked for again while one was in flight */
     int auth_probe_done;                   /* its answer came (or never will) */

@@ -1,0 +1,514 @@
+/* Reply accounting as redis-server does it: see pairing.h. */
+#include "proxy/pairing.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "policy/cmdargs.h"
+
+void pairing_init(lp_pairing *p, int authed) {
+    memset(p, 0, sizeof(*p));
+    p->proto = 2;
+    p->authed = (unsigned)!!authed;
+}
+
+static void free_mops(multi_op *m, int n) {
+    for (int i = 0; i < n; i++) lock_op_free(m[i].op);
+    free(m);
+}
+
+void pairing_free(lp_pairing *p) {
+    while (p->qlen) pairing_pop(p);
+    free(p->q);
+    free_mops(p->mops, p->nmops);
+    free(p->name);
+    memset(p, 0, sizeof(*p));
+}
+
+/* ---- the queue ---- */
+
+pend *pairing_head(lp_pairing *p) { return p->qlen ? &p->q[p->qhead] : NULL; }
+
+static pend *tail(lp_pairing *p) { return p->qlen ? &p->q[(p->qhead + p->qlen - 1) % p->qcap] : NULL; }
+
+pend *pairing_push(lp_pairing *p, uint8_t kind) {
+    if (p->qlen == p->qcap) {
+        uint32_t ncap = p->qcap ? p->qcap * 2 : 8;
+        pend *nq = malloc(sizeof(*nq) * ncap);
+        if (nq == NULL) abort();
+        for (uint32_t i = 0; i < p->qlen; i++) nq[i] = p->q[(p->qhead + i) % p->qcap];
+        free(p->q);
+        p->q = nq;
+        p->qcap = ncap;
+        p->qhead = 0;
+    }
+    pend *e = &p->q[(p->qhead + p->qlen) % p->qcap];
+    p->qlen++;
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->n = 1;
+    return e;
+}
+
+void pairing_pop(lp_pairing *p) {
+    pend *e = pairing_head(p);
+    if (e == NULL) return;
+    free(e->local);
+    free(e->name);
+    lock_op_free(e->op);
+    free_mops(e->mops, e->nmops);
+    p->qhead = (p->qhead + 1) % p->qcap;
+    p->qlen--;
+    if (p->qlen == 0) p->qhead = 0;
+}
+
+void pairing_expect(lp_pairing *p, uint32_t n) {
+    pend *t = tail(p);
+    if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && !t->select &&
+        !t->setname && !t->reprobe && t->n < UINT32_MAX - n)
+        t->n += n;
+    else pairing_push(p, PEND_PLAIN)->n = n;
+}
+
+void pairing_push_local(lp_pairing *p, const char *bytes, size_t len, int close_after) {
+    pend *e = pairing_push(p, PEND_LOCAL);
+    e->local = malloc(len ? len : 1);
+    if (e->local == NULL) abort();
+    memcpy(e->local, bytes, len);
+    e->local_len = len;
+    e->close_after = (uint8_t)close_after;
+}
+
+void pairing_add_multi_op(lp_pairing *p, lock_op *op) {
+    p->mops = realloc(p->mops, sizeof(*p->mops) * (size_t)(p->nmops + 1));
+    if (p->mops == NULL) abort();
+    p->mops[p->nmops].index = p->multi_count++;
+    p->mops[p->nmops].op = op;
+    p->nmops++;
+}
+
+void pairing_lose(lp_pairing *p) {
+    p->raw = 1;
+    /* Keep LOCAL entries, in order: the session sends them now. */
+    uint32_t n = p->qlen;
+    for (uint32_t i = 0; i < n; i++) {
+        pend *e = pairing_head(p);
+        if (e->kind == PEND_LOCAL) {
+            pend keep = *e;
+            e->local = NULL;
+            pairing_pop(p);
+            pend *k = pairing_push(p, PEND_LOCAL);
+            *k = keep;
+        } else {
+            pairing_pop(p);
+        }
+    }
+}
+
+uint32_t pairing_owed(const pend *e) {
+    switch (e->kind) {
+    case PEND_PLAIN: return e->n;
+    case PEND_OP: return lock_op_extra_elements(e->op) ? 2 : 1;
+    case PEND_SWALLOW: case PEND_LOCAL: return 0;
+    default: return 1;
+    }
+}
+
+int pairing_subscribed(const lp_pairing *p) { return p->nsub[0] + p->nsub[1] + p->nsub[2] > 0; }
+
+int pairing_captures(const lp_pairing *p) {
+    const pend *h = p->qlen ? &p->q[p->qhead] : NULL;
+    return h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW);
+}
+
+static void set_name(lp_pairing *p, const char *name, size_t len) {
+    free(p->name);
+    p->name = NULL;
+    p->name_len = 0;
+    if (name == NULL || len == 0) return;
+    p->name = malloc(len);
+    if (p->name == NULL) abort();
+    memcpy(p->name, name, len);
+    p->name_len = len;
+}
+
+/* ---- requests ---- */
+
+/* How many replies a subscribe-family command gets, or -1 when it is not one. */
+static int sub_command(const resp_request *r, uint8_t *family, int *unsub) {
+    const resp_arg *a = &r->argv[0];
+    static const struct { const char *name; uint8_t family; int unsub; } t[] = {
+        {"subscribe", SUB_CHANNEL, 0}, {"psubscribe", SUB_PATTERN, 0}, {"ssubscribe", SUB_SHARD, 0},
+        {"unsubscribe", SUB_CHANNEL, 1}, {"punsubscribe", SUB_PATTERN, 1}, {"sunsubscribe", SUB_SHARD, 1},
+    };
+    if (a->len < 9 || a->len > 12) return -1;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        if (resp_arg_is(a, t[i].name)) {
+            *family = t[i].family;
+            *unsub = t[i].unsub;
+            return r->argc - 1;
+        }
+    }
+    return -1;
+}
+
+/* Commands that may wait on other clients, outside MULTI: BLPOP and friends, WAIT,
+ * XREAD/XREADGROUP with BLOCK. */
+static int is_blocking(const resp_request *r) {
+    static const char *names[] = {"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin",
+                                  "bzpopmax", "bzmpop", "wait", "waitaof"};
+    const resp_arg *a = &r->argv[0];
+    if (a->len == 0 || (a->ptr[0] | 0x20) == 'b' || (a->ptr[0] | 0x20) == 'w') {
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (resp_arg_is(a, names[i])) return 1;
+    }
+    if (resp_arg_is(a, "xread") || resp_arg_is(a, "xreadgroup"))
+        for (int i = 1; i < r->argc; i++)
+            if (resp_arg_is(&r->argv[i], "block")) return 1;
+    return 0;
+}
+
+/* Remembers on a queue entry the name a SETNAME would give: it is taken on success only. */
+static void pend_name(pend *e, const resp_arg *a) {
+    free(e->name);
+    e->name = malloc(a->len + 1);
+    if (e->name == NULL) abort();
+    memcpy(e->name, a->ptr, a->len);
+    e->name_len = a->len;
+    e->setname = 1;
+}
+
+/* A name Redis's CLIENT SETNAME accepts: printable ASCII without spaces (or empty). */
+static int valid_client_name(const resp_arg *a) {
+    for (size_t i = 0; i < a->len; i++)
+        if (a->ptr[i] < '!' || a->ptr[i] > '~') return 0;
+    return 1;
+}
+
+/* Reads HELLO [protover [AUTH user pass] [SETNAME name]] as Redis does, options in order:
+ * *auth is set when it authenticates, *name (may stay NULL) is the last SETNAME. The two
+ * arguments after AUTH are skipped, never looked at: a user name and a password.
+ * Returns 0, or -1 when Redis answers a syntax error. */
+static int hello_options(const resp_request *r, int *auth, const resp_arg **name) {
+    *auth = 0;
+    *name = NULL;
+    for (int j = 2; j < r->argc; j++) {
+        int more = r->argc - 1 - j;
+        if (lp_opt_is(&r->argv[j], "auth") && more >= 2) {
+            *auth = 1;
+            j += 2;
+        } else if (lp_opt_is(&r->argv[j], "setname") && more >= 1) {
+            *name = &r->argv[++j];
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* CLIENT REPLY ON/OFF/SKIP outside MULTI. */
+static void client_reply(lp_pairing *p, const resp_arg *mode, int silent) {
+    if (resp_arg_is(mode, "on")) {
+        p->reply_off = 0;
+        p->skip_cur = 0;
+        pairing_expect(p, 1);
+    } else if (resp_arg_is(mode, "off")) {
+        p->reply_off = 1;
+        p->skip_cur = 0;
+    } else if (resp_arg_is(mode, "skip")) {
+        if (!p->reply_off) p->skip_cur = 1;   /* the next frame's reply is skipped */
+    } else if (!silent) {
+        pairing_expect(p, 1);                 /* Redis's syntax error */
+    }
+}
+
+/* EXEC or DISCARD: the transaction ends. Returns 1 when its reply is accounted for here
+ * (an EXEC with rewritten commands, or tracking lost), 0 when it answers as any command. */
+static int end_multi(lp_pairing *p, const resp_arg *cmd, int silent, pair_req *v) {
+    multi_op *m = p->mops;
+    int nm = p->nmops;
+    p->mops = NULL;
+    p->nmops = 0;
+    int exec = resp_arg_is(cmd, "exec"), was_multi = p->in_multi, sub = p->multi_sub;
+    p->in_multi = 0;
+    p->multi_sub = 0;
+    if (exec && sub && was_multi) {
+        free_mops(m, nm);
+        v->lost = "SUBSCRIBE, HELLO or MONITOR inside MULTI/EXEC";
+        return 1;
+    }
+    if (nm > 0 && was_multi && !silent && exec) {
+        pend *e = pairing_push(p, PEND_EXEC);
+        e->mops = m;
+        e->nmops = nm;
+        return 1;
+    }
+    free_mops(m, nm);
+    return 0;
+}
+
+static void hello_request(lp_pairing *p, const resp_request *r, pair_req *v) {
+    pend *e = pairing_push(p, PEND_HELLO);
+    int auth;
+    const resp_arg *name;
+    if (hello_options(r, &auth, &name) == 0) {
+        e->auth = (uint8_t)auth;
+        if (name != NULL) pend_name(e, name);
+    }
+    if (e->auth && !p->authed) v->hold = 1;
+    if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
+        e->proto = (uint8_t)(r->argv[1].ptr[0] - '0');
+}
+
+/* A CONFIG SET or an ACL change may change who must authenticate. */
+static int changes_auth(const resp_request *r) {
+    const resp_arg *cmd = &r->argv[0];
+    if (r->argc < 2) return 0;
+    if (resp_arg_is(cmd, "config")) return resp_arg_is(&r->argv[1], "set");
+    return resp_arg_is(cmd, "acl") && (resp_arg_is(&r->argv[1], "setuser") ||
+                                       resp_arg_is(&r->argv[1], "deluser") || resp_arg_is(&r->argv[1], "load"));
+}
+
+/* Any other command outside MULTI. AUTH, SELECT, SETNAME, blocking commands, auth changes
+ * and (while the client may be unauthenticated) every command get an entry of their own:
+ * their replies teach the proxy something. */
+static void plain_request(lp_pairing *p, const resp_request *r, const resp_arg *setname, pair_req *v) {
+    const resp_arg *cmd = &r->argv[0];
+    int is_auth = resp_arg_is(cmd, "auth");
+    int is_quit = resp_arg_is(cmd, "quit");
+    int blocking = is_blocking(r);
+    int reprobe = changes_auth(r);
+    long long db = -1;
+    if (resp_arg_is(cmd, "select") && r->argc == 2 &&
+        (!resp_parse_ll(r->argv[1].ptr, r->argv[1].len, &db) || db < 0 || db > INT32_MAX))
+        db = -1;
+    if (!is_auth && !blocking && db < 0 && p->authed && setname == NULL && !reprobe) {
+        pairing_expect(p, 1);
+        return;
+    }
+    pend *e = pairing_push(p, PEND_PLAIN);
+    e->auth = (uint8_t)is_auth;
+    /* QUIT is answered without authentication: its +OK proves nothing. */
+    e->probe = !is_auth && !is_quit && !p->authed;
+    e->reprobe = (uint8_t)reprobe;
+    if (setname != NULL) pend_name(e, setname);
+    e->blocking = (uint8_t)blocking;
+    e->select = db >= 0;
+    e->db = (int32_t)db;
+    /* Redis's limits before authentication depend on AUTH's answer: wait for it. */
+    if (is_auth && !p->authed) v->hold = 1;
+}
+
+/* Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
+ * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
+ * and RESET. */
+pair_req pairing_request(lp_pairing *p, const resp_request *r) {
+    pair_req v;
+    memset(&v, 0, sizeof(v));
+    int silent = pairing_silent(p);
+    /* Redis's resetClient() after every frame, empty ones included, ends a SKIP; CLIENT
+     * REPLY SKIP below starts one for the next frame. */
+    p->skip_cur = 0;
+    if (r->argc == 0 || p->raw) return v;
+
+    const resp_arg *cmd = &r->argv[0];
+    int is_client = resp_arg_is(cmd, "client") && r->argc == 3;
+    int immediate = !p->in_multi || resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard") ||
+                    resp_arg_is(cmd, "multi") || resp_arg_is(cmd, "watch") ||
+                    resp_arg_is(cmd, "quit") || resp_arg_is(cmd, "reset");
+
+    if (is_client && resp_arg_is(&r->argv[1], "reply")) {
+        if (!immediate) v.lost = "CLIENT REPLY inside MULTI";
+        else client_reply(p, &r->argv[2], silent);
+        return v;
+    }
+    if (!immediate) {
+        uint8_t fam;
+        int unsub;
+        if (sub_command(r, &fam, &unsub) >= 0 || resp_arg_is(cmd, "hello") || resp_arg_is(cmd, "monitor"))
+            p->multi_sub = 1;
+        p->multi_count++;
+        if (!silent) pairing_expect(p, 1);
+        return v;
+    }
+
+    const resp_arg *setname = NULL;
+    if (is_client && resp_arg_is(&r->argv[1], "setname")) {
+        /* With replies silenced nothing will say whether Redis took the name: judge it as
+         * Redis does. */
+        if (silent && valid_client_name(&r->argv[2])) set_name(p, r->argv[2].ptr, r->argv[2].len);
+        setname = &r->argv[2];
+    }
+
+    if (resp_arg_is(cmd, "multi")) {
+        if (!p->in_multi) {
+            p->multi_count = 0;
+            v.multi_begins = 1;
+        }
+        p->in_multi = 1;
+    } else if (resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard")) {
+        if (end_multi(p, cmd, silent, &v)) return v;
+    } else if (resp_arg_is(cmd, "quit")) {
+        /* Redis answers +OK and closes; nothing after it runs. Silenced, it never closes. */
+        if (silent) v.discard = 1;
+        else v.quit = 1;
+    } else if (resp_arg_is(cmd, "reset")) {
+        p->in_multi = p->multi_sub = p->reply_off = p->skip_cur = 0;
+        free_mops(p->mops, p->nmops);
+        p->mops = NULL;
+        p->nmops = 0;
+        set_name(p, NULL, 0);
+        if (!silent) pairing_push(p, PEND_RESET);
+        return v;
+    } else if (resp_arg_is(cmd, "hello")) {
+        if (silent) v.lost = "HELLO with CLIENT REPLY OFF/SKIP";
+        else hello_request(p, r, &v);
+        return v;
+    } else if (resp_arg_is(cmd, "monitor")) {
+        if (!silent) pairing_push(p, PEND_MONITOR);
+        return v;
+    } else {
+        uint8_t fam;
+        int unsub;
+        int n = sub_command(r, &fam, &unsub);
+        if (n >= 0) {
+            if (silent) { v.lost = "subscribe-family command with CLIENT REPLY OFF/SKIP"; return v; }
+            if (n == 0 && !unsub) { pairing_expect(p, 1); return v; }   /* arity error */
+            pend *e = pairing_push(p, PEND_SUB);
+            e->family = fam;
+            e->n = (uint32_t)n;    /* 0: one reply per current subscription, at least one */
+            return v;
+        }
+    }
+    if (!silent) plain_request(p, r, setname, &v);
+    return v;
+}
+
+/* ---- replies ---- */
+
+static int head_is(const resp_reply *r, const char *word) {
+    size_t n = strlen(word);
+    return r->head_len == n && strncasecmp(r->head, word, n) == 0;
+}
+
+/* Updates the subscription counts from a (P|S)(UN)SUBSCRIBE confirmation: its last element
+ * is the number of subscriptions left (channels plus patterns, or shard channels). */
+static int note_subscription(lp_pairing *p, const resp_reply *r) {
+    static const char *names[] = {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"};
+    for (int i = 0; i < 6; i++) {
+        if (!head_is(r, names[i])) continue;
+        int fam = i % 3, unsub = i >= 3;
+        long total = fam == SUB_SHARD ? p->nsub[SUB_SHARD] : p->nsub[SUB_CHANNEL] + p->nsub[SUB_PATTERN];
+        if (!unsub && r->last_int > total) p->nsub[fam]++;
+        if (unsub && r->last_int < total && p->nsub[fam] > 0) p->nsub[fam]--;
+        return 1;
+    }
+    return 0;
+}
+
+/* What a reply teaches about authentication and the client's name. */
+static void note_auth(lp_pairing *p, const pend *e, const resp_reply *r, pair_reply *v) {
+    int err = r->type == '-';
+    if (err && r->line_len >= 6 && memcmp(r->line, "NOAUTH", 6) == 0) {
+        p->authed = 0;
+        v->auth_required = 1;
+    } else if ((e->auth || e->probe || e->kind == PEND_HELLO) && !err) {
+        /* A HELLO only succeeds for an authenticated client. */
+        p->authed = 1;
+        if (e->probe) v->auth_not_required = 1;
+    }
+    if (e->setname && !err) set_name(p, e->name, e->name_len);
+    if (e->reprobe && !err) v->reprobe = 1;
+}
+
+/* One more reply for a SUB entry; pops it when it has all it expects. */
+static void sub_reply(lp_pairing *p, pend *e) {
+    if (e->n == 0) {
+        /* The bare form: one reply per subscription it drops, at least one. The count
+         * before this reply is the one that matters; note_subscription has just taken
+         * one off when there was one to take. */
+        long left = p->nsub[e->family == SUB_SHARD ? SUB_SHARD : e->family];
+        if (left <= 0) pairing_pop(p);
+        return;
+    }
+    if (--e->n == 0) pairing_pop(p);
+}
+
+static void answer(lp_pairing *p, pend *e, const resp_reply *r, int auth_state) {
+    switch (e->kind) {
+    case PEND_PLAIN:
+        if (e->select && r->type == '+') p->db = e->db;
+        if (--e->n == 0) pairing_pop(p);
+        break;
+    case PEND_SUB:
+        if (r->type == '-' || !note_subscription(p, r)) pairing_pop(p);
+        else sub_reply(p, e);
+        break;
+    case PEND_HELLO:
+        if (r->type != '-' && e->proto) p->proto = e->proto;
+        pairing_pop(p);
+        break;
+    case PEND_MONITOR:
+        if (r->type == '+') p->monitor = 1;
+        pairing_pop(p);
+        break;
+    case PEND_RESET:
+        if (r->type == '+' && r->line_len == 5 && memcmp(r->line, "RESET", 5) == 0) {
+            p->proto = 2;
+            p->monitor = 0;
+            p->nsub[0] = p->nsub[1] = p->nsub[2] = 0;
+            p->authed = auth_state != LP_AUTH_REQUIRED;
+            p->db = 0;
+        }
+        pairing_pop(p);
+        break;
+    default:
+        pairing_pop(p);
+        break;
+    }
+}
+
+pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int auth_state) {
+    pair_reply v;
+    memset(&v, 0, sizeof(v));
+    pend *e = pairing_head(p);
+    if (r->type == '>') {
+        if (e != NULL && e->kind == PEND_SUB && note_subscription(p, r)) {
+            sub_reply(p, e);          /* RESP3: a subscription confirmation is a push */
+            v.kind = PAIR_ANSWER;
+            return v;
+        }
+        v.kind = PAIR_OUT_OF_BAND;
+        return v;
+    }
+    if (r->type == '*' && pairing_subscribed(p) && p->proto != 3 &&
+        (head_is(r, "message") || head_is(r, "pmessage") || head_is(r, "smessage"))) {
+        v.kind = PAIR_OUT_OF_BAND;    /* RESP2 pub/sub message */
+        return v;
+    }
+    if (p->monitor && r->type == '+' && r->line_len > 0 && isdigit((unsigned char)r->line[0])) {
+        v.kind = PAIR_OUT_OF_BAND;    /* MONITOR line */
+        return v;
+    }
+    if (captured && e != NULL && e->kind == PEND_SWALLOW) {
+        pairing_pop(p);
+        v.kind = PAIR_SWALLOWED;
+        return v;
+    }
+    if (captured && e != NULL && (e->kind == PEND_OP || e->kind == PEND_EXEC)) {
+        v.kind = PAIR_CAPTURED;
+        return v;
+    }
+    if (e == NULL) {
+        v.kind = PAIR_LOST;
+        return v;
+    }
+    p->last_protocol_error = r->type == '-' && r->line_len >= 18 && memcmp(r->line, "ERR Protocol error", 18) == 0;
+    note_auth(p, e, r, &v);
+    v.auth_answered = e->auth;
+    answer(p, e, r, auth_state);
+    v.kind = PAIR_ANSWER;
+    return v;
+}

@@ -1,0 +1,157 @@
+/* Reply accounting: which reply answers which request, as redis-server decides it. No libuv,
+ * no sockets: the session hands in each framed request and each framed reply and gets back
+ * a verdict, which it acts on (forward, answer locally, pass out of band, stop pairing).
+ *
+ * The queue holds one entry per group of requests that answer alike:
+ *
+ *   PLAIN    n requests, one reply each (run-length: a 10,000-GET pipeline is one entry)
+ *   SUB      (P|S)(UN)SUBSCRIBE: one reply per channel; n = 0 is the bare form, one reply
+ *            per current subscription and at least one
+ *   HELLO    switches the protocol (and may authenticate and name the client) on success
+ *   MONITOR  +OK, then MONITOR lines are out of band
+ *   RESET    +RESET clears protocol, subscriptions, MONITOR, database, name
+ *   LOCAL    a reply the proxy makes itself, sent once everything before it is answered
+ *   OP       a rewritten lock command: its reply is captured for the policy
+ *   EXEC     EXEC of a transaction holding rewritten commands: captured too
+ *   SWALLOW  a reply the client already had from the proxy (+QUEUED): captured, dropped
+ *
+ * Request-side state (MULTI, CLIENT REPLY OFF/SKIP) decides how many replies a request gets;
+ * reply-side state (protocol, subscriptions, MONITOR) decides what is out of band. Where the
+ * proxy cannot be sure (CLIENT REPLY, SUBSCRIBE, HELLO or MONITOR queued inside MULTI; HELLO or
+ * SUBSCRIBE with replies silenced; a reply with no request pending) tracking is lost: the
+ * verdict says so and the session passes bytes through from then on. */
+#ifndef LP_PAIRING_H
+#define LP_PAIRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "resp/request.h"
+#include "resp/reply.h"
+#include "policy/lock.h"
+
+enum pend_kind {
+    PEND_PLAIN, PEND_SUB, PEND_HELLO, PEND_MONITOR, PEND_RESET, PEND_LOCAL, PEND_OP,
+    PEND_EXEC, PEND_SWALLOW
+};
+
+enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
+
+/* A rewritten command queued inside MULTI, by its place in the transaction. */
+typedef struct multi_op {
+    int index;
+    lock_op *op;
+} multi_op;
+
+typedef struct pend {
+    uint8_t kind;
+    uint8_t family;          /* SUB: which subscription count the bare form empties */
+    uint8_t close_after;     /* LOCAL: close the client once it is sent */
+    uint8_t proto;           /* HELLO: the version asked for, 0 when none */
+    uint8_t auth;            /* AUTH or HELLO AUTH: success authenticates the client */
+    uint8_t probe;           /* sent unauthenticated: success proves no password is needed */
+    uint8_t blocking;        /* may wait for other clients: no upstream-timeout */
+    uint8_t select;          /* SELECT: db becomes the session's database on +OK */
+    uint8_t setname;         /* CLIENT SETNAME / HELLO SETNAME: name taken on success */
+    uint8_t reprobe;         /* CONFIG SET or ACL change: who must authenticate may change */
+    int32_t db;
+    uint32_t n;
+    char *name;              /* setname: the name ("" clears it) */
+    size_t name_len;
+    char *local;             /* LOCAL: the bytes */
+    size_t local_len;
+    lock_op *op;             /* OP: the decision */
+    multi_op *mops;          /* EXEC: the rewritten commands of the transaction */
+    int nmops;
+} pend;
+
+/* Whether Redis's default user needs a password, as far as the proxy knows. */
+enum { LP_AUTH_UNKNOWN, LP_AUTH_REQUIRED, LP_AUTH_NOT_REQUIRED };
+
+typedef struct lp_pairing {
+    pend *q;                      /* a ring */
+    uint32_t qcap, qhead, qlen;
+    /* request side */
+    unsigned in_multi : 1;
+    unsigned multi_sub : 1;       /* this MULTI queues a command that changes accounting */
+    unsigned reply_off : 1;
+    unsigned skip_cur : 1;        /* CLIENT REPLY SKIP: the current frame's reply is skipped */
+    unsigned raw : 1;             /* tracking lost: nothing is paired any more */
+    unsigned authed : 1;          /* as far as the proxy knows, Redis has authenticated it */
+    int multi_count;              /* commands queued by this MULTI */
+    multi_op *mops;               /* rewritten ones among them */
+    int nmops;
+    /* reply side */
+    unsigned monitor : 1;
+    unsigned last_protocol_error : 1;
+    int proto;                    /* 2 or 3 */
+    long nsub[3];
+    int db;                       /* SELECTed database, from SELECT's +OK */
+    char *name;                   /* the client's name, from an accepted SETNAME */
+    size_t name_len;
+} lp_pairing;
+
+void pairing_init(lp_pairing *p, int authed);
+void pairing_free(lp_pairing *p);
+
+/* What the session does with a request once it is accounted for. */
+typedef struct pair_req {
+    const char *lost;        /* not NULL: tracking is lost from here on, for this reason */
+    unsigned hold : 1;       /* frame no further request until this one's reply is in (AUTH) */
+    unsigned quit : 1;       /* QUIT: read no more; Redis closes after the reply */
+    unsigned discard : 1;    /* QUIT with replies silenced: read and drop what follows */
+    unsigned multi_begins : 1; /* a MULTI that opens a transaction */
+} pair_req;
+
+/* Accounts for one framed request that goes to Redis as it is (the frame is forwarded
+ * whatever the verdict). */
+pair_req pairing_request(lp_pairing *p, const resp_request *r);
+
+/* 1 when the next request's reply is silenced by CLIENT REPLY OFF/SKIP. */
+static inline int pairing_silent(const lp_pairing *p) { return p->reply_off || p->skip_cur; }
+
+/* What a whole reply frame is. */
+typedef enum {
+    PAIR_ANSWER,             /* the reply to the request at the head: forwarded */
+    PAIR_OUT_OF_BAND,        /* a push, a pub/sub message or a MONITOR line: forwarded */
+    PAIR_CAPTURED,           /* the reply to an OP or EXEC entry: for the policy (the entry
+                              * stays at the head until pairing_pop()) */
+    PAIR_SWALLOWED,          /* a reply the client already had: dropped */
+    PAIR_LOST                /* no request is pending: tracking is lost */
+} pair_reply_kind;
+
+typedef struct pair_reply {
+    pair_reply_kind kind;
+    unsigned auth_required : 1;      /* a NOAUTH: clients must authenticate */
+    unsigned auth_not_required : 1;  /* an unauthenticated command succeeded */
+    unsigned reprobe : 1;            /* a CONFIG SET or ACL change succeeded */
+    unsigned auth_answered : 1;      /* the answer to an AUTH or HELLO AUTH */
+} pair_reply;
+
+/* Judges one whole reply frame. captured is 1 when the frame was kept whole because the
+ * head entry was OP, EXEC or SWALLOW at its start (pairing_captures()). auth_state is the
+ * proxy-wide LP_AUTH_* value (RESET falls back to it). */
+pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int auth_state);
+
+/* 1 when the next reply frame, unless out of band, belongs to a rewritten command. */
+int pairing_captures(const lp_pairing *p);
+
+/* The head entry, or NULL. */
+pend *pairing_head(lp_pairing *p);
+/* Appends an entry of a kind (n = 1). */
+pend *pairing_push(lp_pairing *p, uint8_t kind);
+/* Drops the head entry and what it owns. */
+void pairing_pop(lp_pairing *p);
+/* Expects n more replies of the PLAIN kind (merged into the tail entry when it can). */
+void pairing_expect(lp_pairing *p, uint32_t n);
+/* Queues a reply of the proxy's own (copied). */
+void pairing_push_local(lp_pairing *p, const char *bytes, size_t len, int close_after);
+/* Records a rewritten command queued by MULTI: its EXEC element goes through the policy. */
+void pairing_add_multi_op(lp_pairing *p, lock_op *op);
+/* Stops pairing: every entry but LOCAL ones is dropped (their replies will pass unpaired). */
+void pairing_lose(lp_pairing *p);
+/* How many replies an entry still expects from Redis (for error lines when it is gone). */
+uint32_t pairing_owed(const pend *e);
+/* 1 while the client is subscribed to anything. */
+int pairing_subscribed(const lp_pairing *p);
+
+#endif
