@@ -470,6 +470,17 @@ static void answer(lp_pairing *p, pend *e, const resp_reply *r, int auth_state) 
     }
 }
 
+/* A MONITOR line: "<seconds>.<micros> [<db> <client>] ...". A status reply that merely
+ * starts with a digit (DEBUG DIGEST's hex digest) is an answer. */
+static int monitor_line(const char *l, size_t n) {
+    size_t i = 0;
+    while (i < n && isdigit((unsigned char)l[i])) i++;
+    if (i == 0 || i >= n || l[i++] != '.') return 0;
+    size_t j = i;
+    while (i < n && isdigit((unsigned char)l[i])) i++;
+    return i > j && i + 1 < n && l[i] == ' ' && l[i + 1] == '[';
+}
+
 pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int auth_state) {
     pair_reply v;
     memset(&v, 0, sizeof(v));
@@ -488,7 +499,8 @@ pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int a
         v.kind = PAIR_OUT_OF_BAND;    /* RESP2 pub/sub message */
         return v;
     }
-    if (p->monitor && r->type == '+' && r->line_len > 0 && isdigit((unsigned char)r->line[0])) {
+    if (p->monitor && r->type == '+' &&
+        monitor_line(r->line, r->line_len < RESP_REPLY_HEAD_MAX ? r->line_len : RESP_REPLY_HEAD_MAX)) {
         v.kind = PAIR_OUT_OF_BAND;    /* MONITOR line */
         return v;
     }
