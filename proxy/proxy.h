@@ -2,15 +2,16 @@
  * connection to redis-server.
  *
  *   client ──bytes──▶ resp/ request framer ──▶ policy/ decision ──▶ upstream (redis-server)
- *      ▲                 │ complete frames only;     (issue 3)            │
+ *      ▲                 │ complete frames only;                          │
  *      │                 │ a protocol error becomes                       │
  *      │                 ▼ a local error line                             ▼
  *      │          pending-request queue  ◀──pairs──  resp/ reply scanner ◀─┘
  *      └──── replies, forwarded as they stream in, in request order;
  *            pushes, pub/sub messages and MONITOR lines pass out of band.
  *
- * Bytes are forwarded as spans of the blocks they were read into (proxy/buf.h): one
- * uv_write per read event, no copy of a request or a reply on the way through. */
+ * Bytes are forwarded as spans of the blocks they were read into (proxy/buf.h): what one
+ * event produced leaves in one write (uv_try_write first, a queued uv_write for the rest),
+ * no copy of a request or a reply on the way through. Sessions: proxy/session.h. */
 #ifndef LP_PROXY_H
 #define LP_PROXY_H
 
@@ -59,11 +60,10 @@ typedef struct proxy {
 /* Runs the proxy until SIGTERM/SIGINT drain it. Returns the process exit status. */
 int proxy_run(const lp_config *cfg);
 
-/* Session life cycle, in conn.c. */
+/* Session life cycle, in session.c. */
 int session_start(proxy *px);          /* accept one pending client */
 void session_drain(session *s);        /* stop reading; close once replies are flushed */
 void session_close(session *s);        /* close now */
-const char *session_peer(const session *s);
 session *lp_session_next(session *s);
 /* Asks Redis, on a fresh connection of the proxy's own that sends a bare HELLO (answered
  * -NOAUTH exactly when a new client must authenticate), whether clients must authenticate,

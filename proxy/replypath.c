@@ -1,0 +1,243 @@
+/* The reply path: upstream bytes -> resp/ scanner -> pairing -> client, or captured whole
+ * for the policy when the reply answers a rewritten command. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+#include <arpa/inet.h>
+#include "proxy/session.h"
+
+/* Sends LOCAL entries that reached the head of the queue. */
+static void drain_locals(session *s) {
+    pend *p;
+    while ((p = pairing_head(&s->pg)) != NULL && p->kind == PEND_LOCAL) {
+        sess_emit_copy(s, &s->to_client, p->local, p->local_len);
+        if (p->close_after) {
+            s->client_stop = 1;
+            s->close_when_flushed = 1;
+        }
+        pairing_pop(&s->pg);
+    }
+}
+
+void sess_queue_local(session *s, const char *bytes, size_t len, int close_after) {
+    pairing_push_local(&s->pg, bytes, len, close_after);
+    drain_locals(s);
+}
+
+/* Stops pairing replies on this session: from now on bytes pass through both ways. */
+void sess_lose_tracking(session *s, const char *why) {
+    if (s->pg.raw) return;
+    lp_logf("tracking_lost client=%s: %s; passing bytes through", s->peer, why);
+    if (s->px->lock.log != NULL && s->px->policy != NULL) {
+        audit_event e;
+        memset(&e, 0, sizeof(e));
+        e.event = "tracking_lost";
+        e.mode = "-";
+        e.action = "forwarded";
+        e.rule = "";
+        e.key = "";
+        e.client = s->peer;
+        e.client_name = s->pg.name;
+        e.client_name_len = s->pg.name_len;
+        e.detail = why;
+        e.held_ms = -1;
+        s->px->lock.log(s->px->lock.log_ud, &e);
+    }
+    /* Replies still due are no longer paired; local replies queued behind them go now. */
+    pairing_lose(&s->pg);
+    drain_locals(s);
+}
+
+void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    session *s = h->data;
+    lp_block *b = s->rin;
+    if (b != NULL && b->cap - b->len < 1024) {
+        lp_block_unref(b);
+        b = s->rin = NULL;
+    }
+    if (b == NULL) b = s->rin = lp_block_new(LP_BLOCK_SIZE);
+    if (b == NULL) { buf->base = NULL; buf->len = 0; return; }
+    buf->base = b->data + b->len;
+    buf->len = b->cap - b->len;
+}
+
+/* Rebuilds an EXEC array: elements of rewritten commands go through the policy (a merged
+ * SETNX+EXPIRE answers for two), the others are copied as they are. An EXEC that did not
+ * run (an error, or a null after a WATCH conflict) passes unchanged. */
+static void exec_reply(session *s, pend *p, const char *f, size_t len, lp_str *out) {
+    char *end;
+    long long count = len > 3 && f[0] == '*' ? strtoll(f + 1, &end, 10) : -1;
+    const char *nl = memchr(f, '\n', len);
+    if (count < 0 || nl == NULL) { lp_str_add(out, f, len); return; }
+    int extra = 0;
+    for (int i = 0; i < p->nmops; i++)
+        if (p->mops[i].index < count) extra += lock_op_extra_elements(p->mops[i].op);
+    char head[32];
+    int hn = snprintf(head, sizeof(head), "*%lld\r\n", count + extra);
+    lp_str_add(out, head, (size_t)hn);
+    size_t pos = (size_t)(nl + 1 - f);
+    resp_reply sc;
+    resp_reply_init(&sc);
+    int m = 0;
+    for (long long i = 0; i < count && pos < len; i++) {
+        size_t used;
+        if (resp_reply_scan(&sc, f + pos, len - pos, &used) != RESP_OK) break;
+        while (m < p->nmops && p->mops[m].index < i) m++;
+        if (m < p->nmops && p->mops[m].index == i)
+            lock_op_reply(&s->px->lock, p->mops[m].op, f + pos, used, 1, out);
+        else
+            lp_str_add(out, f + pos, used);
+        pos += used;
+    }
+    resp_reply_free(&sc);
+}
+
+/* The reply to a rewritten command, kept whole while it arrived. */
+static void op_reply(session *s, pend *p, const char *f, size_t len) {
+    lp_str out = {0};
+    s->px->lock.now_ms = (int64_t)uv_now(s->px->loop);
+    s->px->lock.wall_ms = lp_wall_ms();
+    if (p->kind == PEND_EXEC) {
+        exec_reply(s, p, f, len, &out);
+    } else if (lock_op_reply(&s->px->lock, p->op, f, len, 0, &out) == LOCK_REPLY_RETRY) {
+        sess_emit_copy(s, &s->to_up, p->op->retry.p, p->op->retry.len);   /* EVAL after NOSCRIPT */
+        return;
+    }
+    sess_emit_copy(s, &s->to_client, out.p, out.len);
+    lp_str_free(&out);
+    if (p->kind == PEND_OP) s->hold = 0;
+    pairing_pop(&s->pg);
+}
+
+/* Called when a whole reply frame has been seen: pairs it with its request, or recognises
+ * it as out of band, and acts on what it teaches (authentication, a re-probe). */
+static void reply_done(session *s) {
+    int captured = s->capturing;
+    s->capturing = 0;
+    proxy *px = s->px;
+    pair_reply v = pairing_reply(&s->pg, &s->rep, captured, px->auth_state);
+    if (v.auth_required) px->auth_state = LP_AUTH_REQUIRED;
+    if (v.auth_not_required) px->auth_state = LP_AUTH_NOT_REQUIRED;
+    if (v.auth_answered && s->hold) {
+        pend *h = pairing_head(&s->pg);
+        if (h == NULL || h->kind != PEND_OP) s->hold = 0;
+    }
+    if (v.reprobe) proxy_probe_auth(px);
+    switch (v.kind) {
+    case PAIR_OUT_OF_BAND:
+        if (captured) {
+            sess_emit_copy(s, &s->to_client, s->cap.p, s->cap.len);
+            s->cap.len = 0;
+        }
+        return;
+    case PAIR_SWALLOWED:
+        s->cap.len = 0;
+        break;
+    case PAIR_CAPTURED:
+        op_reply(s, pairing_head(&s->pg), s->cap.p, s->cap.len);
+        s->cap.len = 0;
+        break;
+    case PAIR_LOST:
+        sess_lose_tracking(s, "reply with no request pending");
+        return;
+    case PAIR_ANSWER:
+        break;
+    }
+    drain_locals(s);
+}
+
+static void process_upstream_input(session *s, size_t off, size_t len) {
+    lp_block *b = s->rin;
+    if (s->pg.raw) {
+        sess_emit(s, &s->to_client, b, off, len);
+        return;
+    }
+    size_t start = off, end = off + len;
+    while (off < end && !s->closing) {
+        if (!s->rep_mid) {
+            /* A new frame: replies to rewritten commands are kept whole, not forwarded. */
+            int cap = pairing_captures(&s->pg);
+            if (cap && off > start) sess_emit(s, &s->to_client, b, start, off - start);
+            if (cap) start = off;
+            s->capturing = cap;
+        }
+        size_t used;
+        resp_status st = resp_reply_scan(&s->rep, b->data + off, end - off, &used);
+        if (s->capturing) {
+            lp_str_add(&s->cap, b->data + off, used);
+            start = off + used;
+        }
+        off += used;
+        if (st == RESP_AGAIN) { s->rep_mid = 1; break; }
+        if (st == RESP_ERROR) {
+            lp_logf("closing client=%s: upstream sent bytes that are not RESP (%s)", s->peer,
+                    s->rep.errstr ? s->rep.errstr : "?");
+            sess_emit(s, &s->to_client, b, start, off - start);
+            s->up_gone = 1;
+            s->close_when_flushed = 1;
+            return;
+        }
+        s->rep_mid = 0;
+        /* A local reply may be due right after this frame: forward up to here first. */
+        sess_emit(s, &s->to_client, b, start, off - start);
+        start = off;
+        reply_done(s);
+        if (s->pg.raw) {
+            sess_emit(s, &s->to_client, b, off, end - off);
+            return;
+        }
+    }
+    if (off > start) sess_emit(s, &s->to_client, b, start, off - start);
+}
+
+/* The upstream is gone: every request still waiting gets an error line, then the client is
+ * closed. When Redis itself closed after a protocol error, or mid-reply, it just closes. */
+void sess_upstream_lost(session *s, const char *why) {
+    s->up_gone = 1;
+    s->client_stop = 1;
+    s->close_when_flushed = 1;
+    if (s->pg.raw || s->rep_mid || s->pg.last_protocol_error) return;
+    char line[200];
+    int n = snprintf(line, sizeof(line), UPSTREAM_ERR_FMT, why);
+    lp_block *e = lp_block_copy(line, (size_t)n);
+    if (e == NULL) abort();
+    while (s->pg.qlen) {
+        pend *p = pairing_head(&s->pg);
+        if (p->kind == PEND_LOCAL) { drain_locals(s); continue; }
+        uint32_t k = pairing_owed(p);
+        for (uint32_t i = 0; i < k; i++)
+            sess_emit(s, &s->to_client, e, 0, e->len);
+        pairing_pop(&s->pg);
+    }
+    lp_block_unref(e);
+}
+
+void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+    session *s = st->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        sess_upstream_lost(s, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+        uv_read_stop(st);
+        s->up_reading = 0;
+        sess_flush(s);
+        sess_maybe_finish(s);
+        return;
+    }
+    size_t off = s->rin->len;
+    s->rin->len += (size_t)nread;
+    process_upstream_input(s, off, (size_t)nread);
+    /* A rewritten command held the requests behind it: go on with them. */
+    if (!s->hold && !s->closing && s->in != NULL && s->in_start < s->in->len && !s->client_stop && !s->discard)
+        sess_process_client_input(s);
+    if (s->eof_seen && !s->hold && !s->closing && !s->client_stop) sess_client_eof(s);
+    /* Writes hold what they need; an idle session keeps no read block. */
+    lp_block_unref(s->rin);
+    s->rin = NULL;
+    if (s->closing) return;
+    sess_eof_progress(s);
+    sess_arm_upstream_timer(s, 1);
+    sess_flush(s);
+    sess_maybe_finish(s);
+}

@@ -1,0 +1,294 @@
+/* The request path: client bytes -> resp/ framer -> policy/ decision -> pairing -> upstream. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+#include <arpa/inet.h>
+#include "proxy/session.h"
+
+static int preauth_limits(const session *s);
+
+/* ---- reading ---- */
+
+/* Client reads continue the block holding the frame in progress; when it is full the frame
+ * moves to a block twice its size. */
+void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    session *s = h->data;
+    lp_block *b = s->in;
+    if (b != NULL && b->cap - b->len < 1024) {
+        size_t keep = b->len - s->in_start;
+        lp_block *nb = lp_block_new(keep * 2 > LP_BLOCK_SIZE ? keep * 2 : LP_BLOCK_SIZE);
+        if (nb == NULL) { buf->base = NULL; buf->len = 0; return; }
+        memcpy(nb->data, b->data + s->in_start, keep);
+        nb->len = keep;
+        lp_block_unref(b);
+        b = s->in = nb;
+        s->in_start = 0;
+    }
+    if (b == NULL) {
+        b = s->in = lp_block_new(LP_BLOCK_SIZE);
+        s->in_start = 0;
+        if (b == NULL) { buf->base = NULL; buf->len = 0; return; }
+    }
+    buf->base = b->data + b->len;
+    buf->len = b->cap - b->len;
+}
+
+/* Records how Redis will answer one framed request that goes to it as it is, and acts on
+ * the verdict: tracking lost, a hold until an AUTH's reply, QUIT. */
+static void account_request(session *s, const resp_request *r) {
+    pair_req v = pairing_request(&s->pg, r);
+    if (v.multi_begins) {
+        free(s->multi_setnx);
+        s->multi_setnx = NULL;
+        s->multi_setnx_len = 0;
+    }
+    if (v.lost) sess_lose_tracking(s, v.lost);
+    if (v.hold) s->hold = 1;
+    if (v.quit) s->client_stop = 1;
+    if (v.discard) s->discard = 1;
+}
+
+/* Fills in what policy/lock.c needs to know about the client. */
+static void lock_client_of(session *s, lock_client *c) {
+    c->conn_id = s->conn_id;
+    c->addr = s->peer;
+    c->ip_len = s->ip_len;
+    c->name = s->pg.name;
+    c->name_len = s->pg.name_len;
+    c->proto = s->pg.proto;
+    c->in_multi = s->pg.in_multi;
+    c->db = s->pg.db;
+    c->multi_setnx = s->pg.in_multi ? s->multi_setnx : NULL;
+    c->multi_setnx_len = s->multi_setnx_len;
+}
+
+/* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
+ * one). */
+static void send_held_setnx(session *s) {
+    lock_op *op = s->held_setnx;
+    s->held_setnx = NULL;
+    sess_emit_copy(s, &s->to_up, op->send.p, op->send.len);
+    pairing_push(&s->pg, PEND_SWALLOW);
+    pairing_add_multi_op(&s->pg, op);
+}
+
+/* The request after a held SETNX: an EXPIRE of its key merges into it (1, answered
+ * +QUEUED here); anything else first lets the SETNX go (0). */
+static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t pos) {
+    if (pos > fwd_start) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+    int merged = s->pg.in_multi && lock_op_merge_expire(&s->px->lock, s->held_setnx, s->req.argc, s->req.argv);
+    send_held_setnx(s);
+    if (merged) {
+        s->pg.skip_cur = 0;
+        sess_queue_local(s, "+QUEUED\r\n", 9, 0);
+    }
+    return merged;
+}
+/* Asks the lock policy about the request just framed (at pos in b). Returns 0 when it is
+ * forwarded as usual; 1 when the policy took it (and, for SETNX+EXPIRE, the next request
+ * too), with *consumed the bytes it covered. */
+static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, size_t framelen,
+                        size_t *consumed) {
+    proxy *px = s->px;
+    const resp_request *r = &s->req;
+    lock_client c;
+    lock_client_of(s, &c);
+    int next_argc = 0;
+    const resp_arg *next = NULL;
+    size_t next_len = 0;
+    if (resp_arg_is(&r->argv[0], "setnx")) {
+        resp_request_reset(&s->peek);
+        if (resp_request_parse(&s->peek, b->data + pos + framelen, b->len - pos - framelen, &next_len) == RESP_OK) {
+            next_argc = s->peek.argc;
+            next = s->peek.argv;
+        }
+    }
+    px->lock.now_ms = (int64_t)uv_now(px->loop);
+    px->lock.wall_ms = lp_wall_ms();
+    lock_op *op = NULL;
+    int took = 0;
+    lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, next_argc, next, &op, &took);
+    if (s->pg.in_multi && resp_arg_is(&r->argv[0], "setnx")) {
+        free(s->multi_setnx);
+        s->multi_setnx = malloc(r->argv[1].len + 1);
+        if (s->multi_setnx == NULL) abort();
+        memcpy(s->multi_setnx, r->argv[1].ptr, r->argv[1].len);
+        s->multi_setnx_len = r->argv[1].len;
+    }
+    if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
+    int silent = pairing_silent(&s->pg);
+    if (silent && s->pg.in_multi) {
+        lock_op_free(op);
+        return 0;    /* replies off inside MULTI: forwarded as it is */
+    }
+    /* What came before this request goes first. */
+    if (pos > fwd_start) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+    s->pg.skip_cur = 0;   /* resetClient(), for this request and a merged EXPIRE */
+    *consumed = framelen + (took ? next_len : 0);
+    if (silent) {
+        /* Replies are off: the rewrite still goes out (EVAL, since a NOSCRIPT could not be
+         * seen), nothing is paired, and no lease is recorded, so a later DEL from this
+         * client counts as foreign: its lock ends with its TTL. */
+        if (act == LOCK_SEND) {
+            const lp_str *cmd = op->uses_sha ? &op->retry : &op->send;
+            if (cmd->len > 0) sess_emit_copy(s, &s->to_up, cmd->p, cmd->len);
+            else sess_emit(s, &s->to_up, b, pos, framelen);
+        }
+        lock_op_free(op);
+        return 1;
+    }
+    if (act == LOCK_LOCAL) {
+        sess_queue_local(s, op->local.p, op->local.len, 0);
+        lock_op_free(op);
+        return 1;
+    }
+    if (s->pg.in_multi && !took && lock_op_is_setnx(op) && s->held_setnx == NULL) {
+        /* Not sent yet: an EXPIRE of the same key may follow (clients send a transaction
+         * one command at a time, waiting for each +QUEUED, so it gets one now). */
+        s->held_setnx = op;
+        sess_queue_local(s, "+QUEUED\r\n", 9, 0);
+        return 1;
+    }
+    if (op->send.len > 0) {
+        sess_emit_copy(s, &s->to_up, op->send.p, op->send.len);
+    } else {
+        sess_emit(s, &s->to_up, b, pos, framelen);
+    }
+    if (s->pg.in_multi) {
+        /* Queued: Redis answers +QUEUED; the EXEC element goes through the policy. */
+        pairing_add_multi_op(&s->pg, op);
+        pairing_expect(&s->pg, 1);
+        if (op->merged) sess_queue_local(s, "+QUEUED\r\n", 9, 0);
+        return 1;
+    }
+    pend *p = pairing_push(&s->pg, PEND_OP);
+    p->op = op;
+    /* Requests behind a lock command wait for its reply: the lease it records decides how
+     * they are treated, and a NOSCRIPT retry must come next in the stream. */
+    s->hold = 1;
+    return 1;
+}
+
+/* Frames and forwards what the client sent. */
+void sess_process_client_input(session *s) {
+    lp_block *b = s->in;
+    size_t fwd_start = s->in_start, pos = s->in_start;
+    while (!s->client_stop && !s->discard && !s->closing && !s->hold) {
+        size_t framelen;
+        s->req.unauthenticated = preauth_limits(s);
+        resp_status st = resp_request_parse(&s->req, b->data + pos, b->len - pos, &framelen);
+        if (st == RESP_AGAIN) break;
+        if (st == RESP_ERROR) {
+            if (pos > fwd_start && !s->up_failed) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+            fwd_start = pos = b->len;
+            if (pairing_silent(&s->pg)) {
+                /* Redis closes "after the reply": with nothing left to write it never does,
+                 * and ignores what the client sends. */
+                if (s->pg.qlen > 0 && !s->pg.raw) s->client_stop = 1;
+                else s->discard = 1;
+            } else if (s->pg.raw) {
+                lp_block *e = lp_block_copy(s->req.errstr, s->req.errlen);
+                sess_emit(s, &s->to_client, e, 0, e->len);
+                lp_block_unref(e);
+                s->client_stop = 1;
+                s->close_when_flushed = 1;
+            } else {
+                sess_queue_local(s, s->req.errstr, s->req.errlen, 1);
+                s->client_stop = 1;
+            }
+            break;
+        }
+        if (s->up_failed) {
+            if (s->req.argc > 0) {
+                char line[160];
+                int n = snprintf(line, sizeof(line), UPSTREAM_ERR_FMT, s->fail_why[0] ? s->fail_why : "connect failed");
+                sess_queue_local(s, line, (size_t)n, 0);
+            }
+            pos += framelen;
+            fwd_start = pos;
+            continue;
+        }
+        if (s->held_setnx != NULL && s->req.argc > 0) {
+            int merged = release_held_setnx(s, b, fwd_start, pos);
+            fwd_start = pos;
+            if (merged) {
+                pos += framelen;
+                fwd_start = pos;
+                continue;
+            }
+        }
+        /* An inline command longer than Redis's 64 KiB limit is never rewritten: Redis
+         * (which reads inline requests 16 KiB at a time) refuses it as too big, and only
+         * the client's own bytes can get that answer. */
+        if (s->px->policy != NULL && !s->pg.raw && s->req.argc >= 2 &&
+            !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
+            size_t consumed;
+            if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {
+                pos += consumed;
+                fwd_start = pos;
+                continue;
+            }
+        }
+        account_request(s, &s->req);
+        pos += framelen;
+    }
+    if (pos > fwd_start && !s->up_failed) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+    s->in_start = pos;
+    if (s->in_start == b->len || s->client_stop || s->discard) {
+        /* Nothing of a frame in progress: drop our reference (writes keep theirs). */
+        lp_block_unref(b);
+        s->in = NULL;
+        s->in_start = 0;
+    } else if ((long long)(b->len - s->in_start) > s->px->cfg->client_query_buffer_limit) {
+        lp_logf("closing client=%s: query buffer over client-query-buffer-limit", s->peer);
+        session_close(s);
+    }
+    if (s->up_failed) {
+        s->client_stop = 1;
+        s->close_when_flushed = 1;
+    }
+}
+
+void sess_client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+    session *s = st->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        if (nread != UV_EOF) { session_close(s); return; }
+        if (s->hold && s->in != NULL && s->in_start < s->in->len) {
+            /* Requests wait behind a lock command: they run first, then the EOF counts. */
+            s->eof_seen = 1;
+            sess_update_reading(s);
+            return;
+        }
+        sess_client_eof(s);
+        return;
+    }
+    s->in->len += (size_t)nread;
+    sess_process_client_input(s);
+    if (s->closing) return;
+    sess_arm_upstream_timer(s, 0);
+    sess_flush(s);
+    sess_maybe_finish(s);
+}
+
+/* EOF: pass the half-close on to Redis, which (as for a direct client) finishes what it
+ * read, frees the client and closes; replies on the way still reach a client that only
+ * half-closed. A frame still incomplete is dropped, as Redis drops it. */
+void sess_client_eof(session *s) {
+    s->client_stop = 1;
+    s->got_eof = 1;
+    lp_block_unref(s->in);
+    s->in = NULL;
+    sess_eof_progress(s);
+    sess_update_reading(s);
+    sess_maybe_finish(s);
+}
+
+/* Redis's tighter limits before AUTH apply to this session now: it has not authenticated
+ * and, as far as the proxy knows, Redis's default user needs a password. While that is not
+ * known the frame goes to Redis, which answers for itself. */
+static int preauth_limits(const session *s) {
+    return !s->pg.authed && s->px->auth_state == LP_AUTH_REQUIRED;
+}

@@ -1,0 +1,226 @@
+/* The session's life cycle: accept, connect (with its timeout), upstream-timeout,
+ * half-close, drain and close. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+#include <arpa/inet.h>
+#include "proxy/session.h"
+
+/* upstream-timeout: the upstream must say something within the limit while a request that
+ * does not block waits at the head of the queue. */
+static void upstream_timeout_cb(uv_timer_t *t) {
+    session *s = t->data;
+    if (s->closing || s->up_gone || !s->up_connected) return;
+    lp_logf("upstream silent for %lld ms with a request pending, client=%s: closing",
+            s->px->cfg->upstream_timeout_ms, s->peer);
+    sess_upstream_lost(s, "upstream timeout");
+    uv_read_stop(&s->up.stream);
+    s->up_reading = 0;
+    sess_flush(s);
+    sess_maybe_finish(s);
+}
+
+void sess_arm_upstream_timer(session *s, int restart) {
+    long long ms = s->px->cfg->upstream_timeout_ms;
+    if (ms <= 0 || !s->up_connected || s->up_gone || s->closing) return;
+    pend *h = pairing_head(&s->pg);
+    int want = h != NULL && !h->blocking && h->kind != PEND_LOCAL && !s->pg.raw && !s->pg.monitor;
+    if (!want) {
+        uv_timer_stop(&s->timer);
+    } else if (restart || !uv_is_active((uv_handle_t *)&s->timer)) {
+        uv_timer_start(&s->timer, upstream_timeout_cb, (uint64_t)ms, 0);
+    }
+}
+
+/* Closes the session once nothing is left to do: no input will come, no reply is due,
+ * and every byte for the client has been written. */
+void sess_maybe_finish(session *s) {
+    if (s->closing) return;
+    if (s->client_writes > 0 || s->to_client.w != NULL) return;
+    if (s->close_when_flushed) { session_close(s); return; }
+    if (s->client_stop && ((s->pg.qlen == 0 && !s->pg.raw) || s->up_gone)) session_close(s);
+}
+
+/* After the client's EOF the replies still due are delivered and the session closes once
+ * the queue is empty. Only where no end would come (a blocking command, pass-through mode)
+ * is the half-close passed on to Redis, which then frees the client as for a direct one.
+ * (Redis itself drops unwritten output when it reads EOF: the proxy delivers more.) */
+void sess_eof_progress(session *s) {
+    if (!s->got_eof || s->up_shut || !s->up_connected || s->up_gone || s->closing) return;
+    pend *h = pairing_head(&s->pg);
+    if (!s->pg.raw && (h == NULL || !h->blocking)) return;
+    s->up_shut = 1;
+    if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_gone = 1;
+}
+
+/* ---- connecting ---- */
+
+static void handle_closed(uv_handle_t *h) {
+    session *s = h->data;
+    if (--s->open_handles > 0) return;
+    resp_request_free(&s->req);
+    resp_request_free(&s->peek);
+    resp_reply_free(&s->rep);
+    if (s->px->leases) lease_drop_conn(s->px->leases, s->conn_id);
+    lp_str_free(&s->cap);
+    lock_op_free(s->held_setnx);
+    free(s->multi_setnx);
+    lp_block_unref(s->in);
+    lp_block_unref(s->rin);
+    pairing_free(&s->pg);
+    lp_wreq_free(lp_out_take(&s->to_up));
+    lp_wreq_free(lp_out_take(&s->to_client));
+    free(s);
+}
+
+static void close_handle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, handle_closed);
+}
+
+static void idle_close_cb(uv_timer_t *t) {
+    session_close(t->data);
+}
+
+static void connect_failed(session *s, const char *why) {
+    snprintf(s->fail_why, sizeof(s->fail_why), "%s", why);
+    /* At most one line a second: under EMFILE every accepted client fails the same way. */
+    proxy *px = s->px;
+    uint64_t now = uv_now(px->loop);
+    px->connect_failures++;
+    if (now - px->last_connect_log >= 1000) {
+        lp_logf("upstream connect failed for client=%s: %s (%llu failures so far)", s->peer, why,
+                (unsigned long long)px->connect_failures);
+        px->last_connect_log = now;
+    }
+    s->up_failed = 1;
+    /* Answer what the client sends with an error line, then close; a client that sends
+     * nothing is closed after connect-timeout. */
+    uv_timer_start(&s->timer, idle_close_cb, (uint64_t)s->px->cfg->connect_timeout_ms, 0);
+    sess_update_reading(s);
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+    session *s = req->data;
+    uv_timer_stop(&s->timer);
+    if (s->closing) return;
+    if (status < 0) {
+        connect_failed(s, status == UV_ECANCELED ? "connect timeout" : uv_strerror(status));
+        return;
+    }
+    s->up_connected = 1;
+    if (s->up.handle.type == UV_TCP) uv_tcp_nodelay(&s->up.tcp, 1);
+    sess_update_reading(s);
+}
+
+/* Closing the handle cancels the connect: connect_cb then sees UV_ECANCELED. */
+static void connect_timeout_cb(uv_timer_t *t) {
+    session *s = t->data;
+    if (s->up_connected || s->closing) return;
+    close_handle(&s->up.handle);
+}
+
+void session_close(session *s) {
+    if (s->closing) return;
+    s->closing = 1;
+    proxy *px = s->px;
+    if (s->prev) s->prev->next = s->next;
+    else px->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    px->nclients--;
+    close_handle(&s->client.handle);
+    close_handle(&s->up.handle);
+    close_handle((uv_handle_t *)&s->timer);
+    if (px->draining && px->sessions == NULL) proxy_drained(px);
+}
+
+void session_drain(session *s) {
+    s->client_stop = 1;
+    sess_update_reading(s);
+    sess_maybe_finish(s);
+}
+
+static void format_peer(session *s) {
+    struct sockaddr_storage sa;
+    int len = sizeof(sa);
+    strcpy(s->peer, "unix");
+    if (s->client.handle.type != UV_TCP) return;
+    if (uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&sa, &len) != 0) return;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&sa;
+        uv_ip4_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+        snprintf(s->peer, sizeof(s->peer), "%s:%d", ip, port);
+    } else if (sa.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&sa;
+        uv_ip6_name(a, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+        snprintf(s->peer, sizeof(s->peer), "[%s]:%d", ip, port);
+    }
+}
+
+/* Accepts one client and starts connecting its upstream. Returns 0, or a libuv error when
+ * nothing could be accepted. */
+int session_start(proxy *px) {
+    const lp_config *c = px->cfg;
+    session *s = calloc(1, sizeof(*s));
+    if (s == NULL) return UV_ENOMEM;
+    s->px = px;
+    resp_request_init(&s->req);
+    s->req.max_bulk_len = c->proto_max_bulk_len;
+    resp_request_init(&s->peek);
+    s->peek.max_bulk_len = c->proto_max_bulk_len;
+    s->conn_id = ++px->next_conn_id;
+    pairing_init(&s->pg, px->auth_state == LP_AUTH_NOT_REQUIRED);
+    resp_reply_init(&s->rep);
+    if (c->listen.is_unix) uv_pipe_init(px->loop, &s->client.pipe, 0);
+    else uv_tcp_init(px->loop, &s->client.tcp);
+    if (c->upstream.is_unix) uv_pipe_init(px->loop, &s->up.pipe, 0);
+    else uv_tcp_init(px->loop, &s->up.tcp);
+    uv_timer_init(px->loop, &s->timer);
+    s->client.handle.data = s->up.handle.data = s->timer.data = s;
+    s->open_handles = 3;
+    s->next = px->sessions;
+    if (s->next) s->next->prev = s;
+    px->sessions = s;
+    px->nclients++;
+
+    int rc = uv_accept(&px->listener.stream, &s->client.stream);
+    if (rc < 0) {
+        s->client_stop = 1;
+        session_close(s);
+        return rc;
+    }
+    format_peer(s);
+    const char *colon = strrchr(s->peer, ':');
+    s->ip_len = colon ? (size_t)(colon - s->peer) : strlen(s->peer);
+    if (!c->listen.is_unix) uv_tcp_nodelay(&s->client.tcp, 1);
+
+    if (px->nclients > c->maxclients) {
+        static const char full[] = "-ERR max number of clients reached\r\n";
+        lp_block *e = lp_block_copy(full, sizeof(full) - 1);
+        sess_emit(s, &s->to_client, e, 0, e->len);
+        lp_block_unref(e);
+        s->client_stop = 1;
+        s->up_gone = 1;
+        s->close_when_flushed = 1;
+        sess_flush(s);
+        sess_maybe_finish(s);
+        return 0;
+    }
+
+    s->connect_req.data = s;
+    if (c->upstream.is_unix) {
+        uv_pipe_connect(&s->connect_req, &s->up.pipe, c->upstream.path, connect_cb);
+    } else {
+        rc = uv_tcp_connect(&s->connect_req, &s->up.tcp, (const struct sockaddr *)&px->upstream_sa, connect_cb);
+        if (rc < 0) { connect_failed(s, uv_strerror(rc)); return 0; }
+    }
+    uv_timer_start(&s->timer, connect_timeout_cb, (uint64_t)c->connect_timeout_ms, 0);
+    return 0;
+}
+
+session *lp_session_next(session *s) { return s->next; }

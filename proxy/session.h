@@ -1,0 +1,131 @@
+/* One client session, private to proxy/: the client connection, its own upstream
+ * connection, and the pairing (proxy/pairing.h) that matches every reply to the request it
+ * answers. The work is split by stage:
+ *
+ *   reqpath.c    client bytes -> resp/ framer -> policy/ decision -> pairing -> upstream
+ *   replypath.c  upstream bytes -> resp/ scanner -> pairing -> client (or captured for the
+ *                policy when the reply answers a rewritten command)
+ *   writer.c     spans of received blocks, uv_try_write, backpressure
+ *   session.c    accept, connect, timeouts, half-close, drain, close
+ *
+ *                 client                                              redis-server
+ *                   │ bytes                                               ▲
+ *                   ▼                                                     │ spans of s->in,
+ *   s->in ──▶ resp_request_parse ──▶ lock_decide ──forward/rewrite──▶ s->to_up  or op->send
+ *                   │ (complete frames   │ (lock keys only)
+ *                   │  only)             └─▶ pairing: OP entry, s->hold = 1
+ *                   └─▶ pairing_request: PLAIN / SUB / HELLO / ... entries
+ *
+ *   s->rin ◀── resp_reply_scan ◀── bytes ◀──────────────────────────────── redis-server
+ *      │            │ whole frame
+ *      │            └─▶ pairing_reply: answer (forwarded as it streamed) / out of band /
+ *      │                captured (OP, EXEC: rebuilt by policy/lock.c) / swallowed / lost
+ *      └──▶ s->to_client ──▶ client, in request order; LOCAL replies when they reach the head
+ *
+ * Worked example: one read brings "SET a 1; SETNX lock:a x; GET a" (three frames in one
+ * block of s->in).
+ *   1. SET a 1: no lock key. pairing_request adds PLAIN n=1; its bytes stay in the span
+ *      being forwarded (fwd_start .. pos).
+ *   2. SETNX lock:a x: lock_decide rewrites it. The span so far (SET) goes to s->to_up, then
+ *      the rewrite (SET lock:a x NX PX 30000) as a copy; the pairing gets an OP entry and
+ *      s->hold = 1. Framing stops: GET a stays unread in s->in (in_start points at it).
+ *      Queue: [PLAIN 1][OP].
+ *   3. Replies "+OK" then "+OK": the first answers PLAIN and streams to the client as it
+ *      arrives. At the start of the second, pairing_captures() says the head is OP: it is
+ *      kept whole in s->cap, then lock_op_reply turns it into ":1", which goes to the client;
+ *      the OP entry pops and s->hold = 0.
+ *   4. up_read_cb sees requests held in s->in and frames again: GET a forwards as PLAIN 1,
+ *      and its reply streams through as in step 3's first reply.
+ * A LOCAL reply (a PERSIST the proxy refuses, a protocol error) is queued as a LOCAL entry
+ * and written when every reply before it has been. */
+#ifndef LP_SESSION_H
+#define LP_SESSION_H
+
+#include "proxy/proxy.h"
+#include "proxy/buf.h"
+#include "proxy/pairing.h"
+#include "resp/request.h"
+#include "resp/reply.h"
+#include "policy/lock.h"
+
+#define UPSTREAM_ERR_FMT "-ERR lockproxy: upstream unavailable (%s)\r\n"
+
+struct session {
+    proxy *px;
+    session *prev, *next;
+    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; uv_handle_t handle; } client, up;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req;
+    int open_handles;
+    char peer[64];
+    size_t ip_len;                /* bytes of the address part of peer */
+    char fail_why[64];            /* why the upstream connect failed, for the client's error */
+
+    /* life cycle */
+    unsigned closing : 1;
+    unsigned up_connected : 1;
+    unsigned up_failed : 1;       /* connect failed: answer with errors, then close */
+    unsigned up_gone : 1;         /* upstream closed or failed after connecting */
+    unsigned client_stop : 1;     /* read no more client input (QUIT, error, EOF, drain) */
+    unsigned client_reading : 1;
+    unsigned up_reading : 1;
+    unsigned close_when_flushed : 1;
+    unsigned discard : 1;         /* as Redis after a silent QUIT or protocol error: read and drop */
+    unsigned up_shut : 1;         /* the client half-closed and so did we, towards Redis */
+
+    /* reply accounting: the pending-request queue and what Redis's answers depend on */
+    lp_pairing pg;
+
+    lock_op *held_setnx;          /* a SETNX queued in MULTI, waiting to see if EXPIRE follows */
+    char *multi_setnx;            /* the key of the last SETNX queued in this MULTI */
+    size_t multi_setnx_len;
+    unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
+    unsigned eof_seen : 1;        /* EOF came while requests were held */
+    unsigned got_eof : 1;         /* the client half-closed (or closed) */
+    unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
+    lp_str cap;
+    uint64_t conn_id;
+
+    /* client input */
+    lp_block *in;                 /* block holding the frame in progress, or NULL */
+    size_t in_start;              /* where that frame starts in it */
+    resp_request req;
+    resp_request peek;            /* looks at the request after a SETNX */
+
+    /* upstream input */
+    lp_block *rin;
+    resp_reply rep;
+    int rep_mid;                  /* inside a reply frame */
+
+    /* output being collected during one event, and writes in flight */
+    lp_out to_up, to_client;
+    int up_writes, client_writes;
+};
+
+/* writer.c */
+void sess_emit(session *s, lp_out *o, lp_block *b, size_t off, size_t len);
+void sess_emit_copy(session *s, lp_out *o, const char *p, size_t len);
+void sess_flush(session *s);
+void sess_update_reading(session *s);
+
+/* reqpath.c */
+void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void sess_process_client_input(session *s);
+void sess_client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+void sess_client_eof(session *s);
+
+/* replypath.c */
+void sess_queue_local(session *s, const char *bytes, size_t len, int close_after);
+void sess_lose_tracking(session *s, const char *why);
+void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void sess_upstream_lost(session *s, const char *why);
+void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* session.c */
+void sess_arm_upstream_timer(session *s, int restart);
+void sess_maybe_finish(session *s);
+void sess_eof_progress(session *s);
+void session_close(session *s);
+
+#endif
