@@ -1,4 +1,5 @@
-/* Lock policy: parsing the policy file (SPEC section 4), longest-prefix match, printing. */
+/* Lock policy: parsing the policy file (one "rule PREFIX MODE [ttl=DUR] [max-ttl=DUR]
+ * [owner=SCOPE]" per line, '#' comments), longest-prefix match, printing. */
 #include "policy/policy.h"
 #include "policy/tokens.h"
 
