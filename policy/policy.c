@@ -1,7 +1,7 @@
 /* Lock policy: parsing the policy file (one "rule PREFIX MODE [ttl=DUR] [max-ttl=DUR]
  * [owner=SCOPE]" per line, '#' comments), longest-prefix match, printing. */
 #include "policy/policy.h"
-#include "policy/tokens.h"
+#include "common/tokens.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* lockproxy's configuration: defaults, the redis.conf-style file, and command-line flags. */
 #include "proxy/config.h"
-#include "policy/tokens.h"
+#include "common/tokens.h"
 
 #include <errno.h>
 #include <limits.h>

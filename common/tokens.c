@@ -1,5 +1,5 @@
 /* Tokens and numbers shared by the policy file and the config file (see tokens.h). */
-#include "policy/tokens.h"
+#include "common/tokens.h"
 
 #include <limits.h>
 #include <stdarg.h>

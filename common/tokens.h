@@ -1,7 +1,7 @@
 /* Tokens and numbers shared by the policy file and the config file: blank-separated words,
  * quoted strings with escapes, "NAME:LINE: message" errors, and DIGITS[UNIT] values. */
-#ifndef LP_POLICY_TOKENS_H
-#define LP_POLICY_TOKENS_H
+#ifndef LP_COMMON_TOKENS_H
+#define LP_COMMON_TOKENS_H
 
 #include <stddef.h>
 
