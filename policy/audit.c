@@ -1,5 +1,6 @@
 /* Audit event formatting and rate limiting. See audit.h. */
 #include "policy/audit.h"
+#include "common/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,17 +169,10 @@ size_t audit_format_time(int64_t wall_ms, char out[25])
     return 24;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 void audit_token_hash(const void *token, size_t len, char out[17])
 {
     static const char hex[] = "0123456789abcdef";
-    uint64_t h = fnv1a(0xcbf29ce484222325ULL, token, token ? len : 0);
+    uint64_t h = lp_fnv1a(LP_FNV1A_OFFSET, token, token ? len : 0);
     for (int i = 15; i >= 0; i--) {
         out[i] = hex[h & 15];
         h >>= 4;
@@ -270,7 +264,7 @@ audit_limiter *audit_limiter_new(int64_t window_ms, size_t max_tracked)
         free(l);
         return NULL;
     }
-    l->seed = fnv1a(0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)l, &counter, sizeof(counter));
+    l->seed = lp_fnv1a(LP_FNV1A_OFFSET ^ (uint64_t)(uintptr_t)l, &counter, sizeof(counter));
     counter++;
     return l;
 }
@@ -314,10 +308,10 @@ static void components(const audit_event *e, const char *ptr[4], size_t len[4])
  * fingerprint. */
 static uint64_t hash_parts(uint64_t seed, const char *ptr[4], const size_t len[4])
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+    uint64_t h = LP_FNV1A_OFFSET ^ seed;
     for (int i = 0; i < 4; i++) {
-        h = fnv1a(h, ptr[i], len[i]);
-        h = fnv1a(h, &len[i], sizeof(len[i]));
+        h = lp_fnv1a(h, ptr[i], len[i]);
+        h = lp_fnv1a(h, &len[i], sizeof(len[i]));
     }
     return h ^ (h >> 29);
 }

@@ -1,5 +1,7 @@
-/* Audit log events (SPEC section 7): one JSON object per line, and a rate limiter so that a
- * hot loop cannot flood the disk. Formatting only, no I/O; the writer is proxy/auditlog.c. */
+/* Audit log events: one JSON object per line (ts, event, mode, action, rule, key, client,
+ * detail, and client_name, held_ms, token_hash, suppressed when they apply), and a rate
+ * limiter so that a hot loop cannot flood the disk. Formatting only, no I/O; the writer is
+ * proxy/auditlog.c. */
 #ifndef LP_AUDIT_H
 #define LP_AUDIT_H
 

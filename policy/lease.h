@@ -1,4 +1,4 @@
-/* The lease table (SPEC section 6): who acquired which lock through this proxy, with which
+/* The lease table: who acquired which lock through this proxy, with which
  * token, until when.
  *
  * A lease is keyed by (key, owner), so that the expired lease of one holder is still known,

@@ -1,11 +1,12 @@
-/* Lock policy decisions: see lock.h. The table of SPEC section 5, row by row. */
+/* Lock policy decisions: see lock.h. One decision function per lock pattern; each states
+ * what enforce and audit mode do with it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <hiredis/hiredis.h>
 #include "policy/lock.h"
-#include "policy/sha1.h"
 #include "policy/cmdargs.h"
+#include "policy/lua_scripts.h"   /* generated from policy/lua/ */
 
 enum {
     OP_SETNX = 1,       /* SETNX k v → SET k v NX PX ttl; reply :1/:0 */
@@ -63,57 +64,27 @@ static void enc_ll(lp_str *s, long long v) {
 
 /* ---- scripts ---- */
 
-/* DEL/UNLINK with lock keys. ARGV[1] is "del" or "unlink"; ARGV[i+1] the mode of KEYS[i]:
- * "o" ordinary key, "f" no lease here (delete only when it has no TTL), "c<token>" the
- * holder's own lease (delete only when the value is still the token), "a[<token>]" audit
- * mode (delete as asked, and add 10 when enforce would have refused as foreign_release, 20
- * when the lock had no TTL: unknown_lease). Returns one code per key: 1 deleted, 0 kept,
- * -1 absent; an error of Redis's comes back unchanged. */
-static const char del_script[] =
-    "local r = {}\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  local m = ARGV[i + 1]\n"
-    "  local t = string.sub(m, 1, 1)\n"
-    "  if t == 'o' then\n"
-    "    r[i] = redis.call(ARGV[1], k)\n"
-    "  elseif t == 'a' then\n"
-    "    local verdict = 0\n"
-    "    if #m > 1 then\n"
-    "      local v = redis.pcall('get', k)\n"
-    "      if type(v) == 'string' and v ~= string.sub(m, 2) then verdict = 1 end\n"
-    "    else\n"
-    "      local ttl = redis.call('pttl', k)\n"
-    "      if ttl == -1 then verdict = 2 elseif ttl >= 0 then verdict = 1 end\n"
-    "    end\n"
-    "    r[i] = redis.call(ARGV[1], k) + 10 * verdict\n"
-    "  elseif t == 'f' then\n"
-    "    local ttl = redis.call('pttl', k)\n"
-    "    if ttl == -1 then r[i] = redis.call(ARGV[1], k) elseif ttl == -2 then r[i] = -1 else r[i] = 0 end\n"
-    "  else\n"
-    "    local v = redis.pcall('get', k)\n"
-    "    if type(v) == 'table' and v.err then return v end\n"
-    "    if v == false then r[i] = -1\n"
-    "    elseif v == string.sub(m, 2) then r[i] = redis.call(ARGV[1], k)\n"
-    "    else r[i] = 0 end\n"
-    "  end\n"
-    "end\n"
-    "return r\n";
+/* The scripts are policy/lua/del.lua and policy/lua/expire.lua; the build turns them into
+ * lp_lua_NAME (the exact bytes) and lp_lua_NAME_sha (their SHA-1, the EVALSHA name) in the
+ * generated header included above (cmake/lua_scripts.cmake). */
 
-/* Owner-checked expire: KEYS[1] the lock, ARGV[1] the holder's token, ARGV[2] the command
- * (pexpire or pexpireat), ARGV[3..] its arguments. 0 when the lock is no longer the holder's. */
-static const char expire_script[] =
-    "local v = redis.pcall('get', KEYS[1])\n"
-    "if type(v) == 'table' and v.err then return v end\n"
-    "if v ~= ARGV[1] then return 0 end\n"
-    "return redis.pcall(ARGV[2], KEYS[1], unpack(ARGV, 3))\n";
+/* del.lua, for DEL/UNLINK with lock keys. ARGV[1] is "del" or "unlink"; ARGV[i+1] the mode
+ * of KEYS[i]: "o" ordinary key, "f" no lease here (delete only when it has no TTL),
+ * "c<token>" the holder's own lease (delete only when the value is still the token),
+ * "a[<token>]" audit mode (delete as asked, and add 10 when enforce would have refused as
+ * foreign_release, 20 when the lock had no TTL: unknown_lease). Returns one code per key:
+ * 1 deleted, 0 kept, -1 absent; an error of Redis's comes back unchanged. */
+static const char *const del_script = lp_lua_del;
+static const char *const del_sha = lp_lua_del_sha;
 
-static char del_sha[41], expire_sha[41];
+/* expire.lua, the owner-checked expire: KEYS[1] the lock, ARGV[1] the holder's token,
+ * ARGV[2] the command (pexpire or pexpireat), ARGV[3..] its arguments. 0 when the lock is
+ * no longer the holder's. */
+static const char *const expire_script = lp_lua_expire;
+static const char *const expire_sha = lp_lua_expire_sha;
 
-static void scripts_init(void) {
-    if (del_sha[0]) return;
-    lp_sha1_hex(del_script, sizeof(del_script) - 1, del_sha);
-    lp_sha1_hex(expire_script, sizeof(expire_script) - 1, expire_sha);
-}
+/* Nothing left to do at run time: the digests come with the build. */
+static void scripts_init(void) {}
 
 /* Encodes EVALSHA (outside MULTI) with the EVAL fallback, or EVAL inside MULTI, where a
  * NOSCRIPT could not be retried. The arguments after the script are in args. */

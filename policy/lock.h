@@ -1,4 +1,4 @@
-/* Lock policy decisions (SPEC sections 5 and 6): which commands on lock keys are rewritten,
+/* Lock policy decisions: which commands on lock keys are rewritten,
  * what is sent instead, and how the reply is turned back into the shape the client's own
  * command promises. No sockets: the proxy hands in arguments and reply frames, and gets
  * back bytes to send, bytes to answer, and audit events through a callback.

@@ -1,6 +1,7 @@
-/* Lock policy: parsing the policy file (SPEC section 4), longest-prefix match, printing. */
+/* Lock policy: parsing the policy file (one "rule PREFIX MODE [ttl=DUR] [max-ttl=DUR]
+ * [owner=SCOPE]" per line, '#' comments), longest-prefix match, printing. */
 #include "policy/policy.h"
-#include "policy/tokens.h"
+#include "common/tokens.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,17 +45,6 @@ static int option_duration(const lp_tok_where *w, const char *opt, const char *v
     return 0;
 }
 
-/* lp_tok_next() for the words around the prefix: a NUL byte is an error, and the word is
- * NUL-terminated in out. */
-static int next_word(const lp_tok_where *w, const char **p, const char *end, char *out,
-                     size_t *len)
-{
-    int rc = lp_tok_next(w, p, end, out, len);
-    if (rc > 0 && memchr(out, '\0', *len) != NULL) return lp_tok_fail(w, "NUL byte in a token");
-    if (rc > 0) out[*len] = '\0';
-    return rc;
-}
-
 /* Parses one line into *r (prefix pointing into buf, which has room for the line's tokens
  * and their NULs). Returns 1 for a rule, 0 for a blank or comment line, -1 on error. */
 static int parse_rule(const lp_tok_where *w, const char *s, const char *end, char *buf,
@@ -65,7 +55,7 @@ static int parse_rule(const lp_tok_where *w, const char *s, const char *end, cha
     size_t len = 0;
     int rc;
 
-    if ((rc = next_word(w, &s, end, buf, &len)) <= 0) return rc;
+    if ((rc = lp_tok_next_word(w, &s, end, buf, &len)) <= 0) return rc;
     if (strcasecmp(buf, "rule") != 0)
         return lp_tok_fail(w, "unknown directive '%s' (expected 'rule')", buf);
     buf += len + 1;
@@ -78,7 +68,7 @@ static int parse_rule(const lp_tok_where *w, const char *s, const char *end, cha
     r->prefix_len = len;
     buf += len + 1;
 
-    if ((rc = next_word(w, &s, end, buf, &len)) < 0) return -1;
+    if ((rc = lp_tok_next_word(w, &s, end, buf, &len)) < 0) return -1;
     if (rc == 0)
         return lp_tok_fail(w, "missing mode after prefix '%s' (expected enforce, audit or off)", r->prefix);
     if (strcasecmp(buf, "enforce") == 0) r->mode = POLICY_ENFORCE;
@@ -90,7 +80,7 @@ static int parse_rule(const lp_tok_where *w, const char *s, const char *end, cha
     r->ttl_ms = DEFAULT_TTL_MS;
     r->max_ttl_ms = 0;
     r->owner = POLICY_OWNER_CONNECTION;
-    while ((rc = next_word(w, &s, end, buf, &len)) > 0) {
+    while ((rc = lp_tok_next_word(w, &s, end, buf, &len)) > 0) {
         tok = buf;
         buf += len + 1;
         char *eq = strchr(tok, '=');

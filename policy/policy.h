@@ -1,5 +1,6 @@
-/* Lock policy: the rules of the policy file (SPEC section 4) and the longest-prefix match
- * that decides whether a key is a lock key. No sockets here. */
+/* Lock policy: the rules of the policy file (one "rule PREFIX MODE [ttl=DUR] [max-ttl=DUR]
+ * [owner=SCOPE]" per line) and the longest-prefix match that decides whether a key is a
+ * lock key and which rule governs it. No sockets here. */
 #ifndef LP_POLICY_H
 #define LP_POLICY_H
 

@@ -114,6 +114,16 @@ static void report_error(lp_auditlog *l, int err)
     if (l->path) fprintf(stderr, "lockproxy: audit log %s: %s; dropping lines\n", l->path, uv_strerror(err));
 }
 
+/* Gives up the unwritten rest of the batch after error err: its lines count as dropped. */
+static void drop_batch(lp_auditlog *l, int err)
+{
+    size_t lost = count_lines(l->out + l->out_off, l->out_len - l->out_off);
+    l->dropped += lost;
+    l->dropped_total += lost;
+    l->out_off = l->out_len;
+    report_error(l, err);
+}
+
 /* The batch in flight is done (written or given up): keep its buffer for reuse when small. */
 static void out_done(lp_auditlog *l)
 {
@@ -135,6 +145,17 @@ static void free_all(lp_auditlog *l)
     free(l->q);
     free(l->path);
     free(l);
+}
+
+/* Switches to the file lp_auditlog_reopen() opened, if any, closing the old one when it is
+ * ours. Only between writes: the write in flight (if any) uses l->fd. */
+static void take_next_fd(lp_auditlog *l)
+{
+    if (l->next_fd < 0) return;
+    if (l->own_fd) close(l->fd);
+    l->fd = l->next_fd;
+    l->next_fd = -1;
+    l->own_fd = 1;
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -178,11 +199,7 @@ static void write_cb(uv_fs_t *req)
         return;
     } else {
         /* A log must not take the proxy down: drop the rest of the batch, count its lines. */
-        size_t lost = count_lines(l->out + l->out_off, l->out_len - l->out_off);
-        l->dropped += lost;
-        l->dropped_total += lost;
-        l->out_off = l->out_len;
-        report_error(l, (int)r);
+        drop_batch(l, (int)r);
     }
     if (l->out_off >= l->out_len) out_done(l);
     if (l->closing) return;
@@ -207,12 +224,7 @@ static void start_write(lp_auditlog *l)
         l->q_cap = spare_cap;
         l->q_len = 0;
     }
-    if (l->next_fd >= 0) {
-        if (l->own_fd) close(l->fd);
-        l->fd = l->next_fd;
-        l->next_fd = -1;
-        l->own_fd = 1;
-    }
+    take_next_fd(l);
     uv_buf_t b = uv_buf_init(l->out + l->out_off, (unsigned int)(l->out_len - l->out_off));
     l->req.data = l;
     int rc = uv_fs_write(l->loop, &l->req, l->fd, &b, 1, -1, write_cb);
@@ -220,10 +232,7 @@ static void start_write(lp_auditlog *l)
         l->busy = 1;
         return;
     }
-    size_t lost = count_lines(l->out + l->out_off, l->out_len - l->out_off);
-    l->dropped += lost;
-    l->dropped_total += lost;
-    report_error(l, rc);
+    drop_batch(l, rc);
     out_done(l);
 }
 
@@ -285,12 +294,7 @@ int lp_auditlog_reopen(lp_auditlog *l, char *err, size_t errlen)
     if (fd < 0) return -1;
     if (l->next_fd >= 0) close(l->next_fd);
     l->next_fd = fd;
-    if (!l->busy) {
-        if (l->own_fd) close(l->fd);
-        l->fd = l->next_fd;
-        l->next_fd = -1;
-        l->own_fd = 1;
-    }
+    if (!l->busy) take_next_fd(l);
     return 0;
 }
 
@@ -353,12 +357,7 @@ void lp_auditlog_close(lp_auditlog *l)
         uv_timer_stop(&l->timer);
     }
     if (!l->busy) {
-        if (l->next_fd >= 0) {
-            if (l->own_fd) close(l->fd);
-            l->fd = l->next_fd;
-            l->next_fd = -1;
-            l->own_fd = 1;
-        }
+        take_next_fd(l);
         note_dropped(l, 1);
         size_t left = l->out_len - l->out_off;
         const char *rest = left ? l->out + l->out_off : NULL;

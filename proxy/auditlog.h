@@ -1,4 +1,4 @@
-/* The audit log writer (SPEC section 7).
+/* The audit log writer: JSON Lines to a file or stderr, without ever blocking the loop.
  *
  * Lines are appended to an in-memory queue and written by libuv's thread pool (uv_fs_write),
  * one write in flight at a time, the whole queue as the next batch when it completes: a slow

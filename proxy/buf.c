@@ -11,7 +11,6 @@ static lp_block *block_pool[POOL_MAX];
 static int block_pooled;
 static lp_wreq *wreq_pool[POOL_MAX];
 static int wreq_pooled;
-static size_t block_bytes;
 
 lp_block *lp_block_new(size_t min) {
     lp_block *b;
@@ -22,7 +21,6 @@ lp_block *lp_block_new(size_t min) {
         b = malloc(sizeof(*b) + cap);
         if (b == NULL) return NULL;
         b->cap = cap;
-        block_bytes += cap;
     }
     b->refs = 1;
     b->len = 0;
@@ -35,7 +33,6 @@ lp_block *lp_block_copy(const void *p, size_t len) {
     b->refs = 1;
     b->cap = b->len = len;
     memcpy(b->data, p, len);
-    block_bytes += len;
     return b;
 }
 
@@ -45,20 +42,13 @@ void lp_block_unref(lp_block *b) {
         block_pool[block_pooled++] = b;
         return;
     }
-    block_bytes -= b->cap;
     free(b);
 }
 
 void lp_block_pool_drain(void) {
-    while (block_pooled > 0) {
-        lp_block *b = block_pool[--block_pooled];
-        block_bytes -= b->cap;
-        free(b);
-    }
+    while (block_pooled > 0) free(block_pool[--block_pooled]);
     while (wreq_pooled > 0) free(wreq_pool[--wreq_pooled]);
 }
-
-size_t lp_block_bytes(void) { return block_bytes; }
 
 int lp_out_add(lp_out *o, lp_block *b, size_t off, size_t len) {
     lp_wreq *w = o->w;

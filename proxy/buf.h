@@ -31,8 +31,6 @@ static inline lp_block *lp_block_ref(lp_block *b) { b->refs++; return b; }
 void lp_block_unref(lp_block *b);
 /* Frees the pool (at exit, so leak checkers stay quiet). */
 void lp_block_pool_drain(void);
-/* Bytes currently held in blocks, pooled or not (for tests and stats). */
-size_t lp_block_bytes(void);
 
 #define LP_OUT_MAX 16
 

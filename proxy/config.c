@@ -1,6 +1,6 @@
 /* lockproxy's configuration: defaults, the redis.conf-style file, and command-line flags. */
 #include "proxy/config.h"
-#include "policy/tokens.h"
+#include "common/tokens.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -166,9 +166,7 @@ static int config_line(lp_config *c, const lp_tok_where *w, const char *s, const
     size_t ntok = 0, len = 0;
     int r;
 
-    while ((r = lp_tok_next(w, &s, end, buf, &len)) > 0) {
-        if (memchr(buf, '\0', len) != NULL) return lp_tok_fail(w, "NUL byte in a token");
-        buf[len] = '\0';
+    while ((r = lp_tok_next_word(w, &s, end, buf, &len)) > 0) {
         if (ntok < 2) tok[ntok] = buf;
         ntok++;
         buf += len + 1;

@@ -1,5 +1,5 @@
-/* lockproxy's configuration: defaults, the redis.conf-style file, and command-line flags
- * (SPEC section 2). Flags override the file. */
+/* lockproxy's configuration: defaults, the redis.conf-style file ("directive value" per
+ * line), and command-line flags. Flags override the file. */
 #ifndef LP_CONFIG_H
 #define LP_CONFIG_H
 

@@ -1,7 +1,7 @@
 /*
  * idleconns: opens N client connections to HOST:PORT, sends one PING on each and reads its
  * +PONG, then keeps them all open and idle until it is killed (SIGTERM). `make bench` reads
- * the proxy's VmRSS before and while they are held (SPEC section 9, resident memory).
+ * the proxy's VmRSS before and while they are held, for its memory per idle connection.
  *
  * Connections are opened one after another (each PING answered before the next connect), so
  * the proxy's accept backlog never overflows and every connection is known to be fully set

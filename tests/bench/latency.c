@@ -1,5 +1,5 @@
 /*
- * latency: single-client GET round-trip times for `make bench` (SPEC section 9).
+ * latency: single-client GET round-trip times for `make bench`.
  *
  * One connection sends N GETs one after another (key:<12-digit random number below KEYSPACE>,
  * the keys redis-benchmark -r writes) and times each request-to-reply with CLOCK_MONOTONIC.

@@ -1,5 +1,5 @@
 /*
- * lockload: the lock workload of `make bench` (SPEC section 9).
+ * lockload: the lock workload of `make bench`.
  *
  * N clients on one epoll loop run acquire / expire / release cycles on K lock keys for a
  * fixed time and report the cycles completed per second. Each client has one request in

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench` (SPEC section 9): redis-server direct, through lockproxy, through twemproxy
+# `make bench`: redis-server direct, through lockproxy, through twemproxy
 # (nutcracker) and through haproxy in TCP mode, all on loopback, measured in alternation.
 #
 # Usage: bash tests/bench/run.sh [BUILD_DIR]   (default: build; `make bench` runs it)

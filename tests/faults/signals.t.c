@@ -1,4 +1,5 @@
-/* Signals under load (SPEC section 2).
+/* Signals under load: SIGHUP re-reads the policy file and keeps the old rules when the new
+ * one is bad; SIGTERM drains the connections and exits 0.
  *
  * SIGHUP re-reads the policy: a broken file (bad mode, then a missing file) is reported on
  * stderr ("keeping the old one") and the old rules stay in force, which shows as lock

@@ -22,7 +22,10 @@
  *                      file and a line; a loaded config keeps its documented bounds; its
  *                      addresses format and parse back unchanged.
  *
- * A check returns 0 when every property held, or -1 with the reason in lpf_msg. */
+ * A check returns 0 when every property held, or -1 with the reason in lpf_msg.
+ *
+ * Each check is in its own file (check_request.c, check_reply.c, check_policy.c,
+ * check_config.c); what they share is in check_util.h, the registry in checks.c. */
 #ifndef LP_FUZZ_CHECKS_H
 #define LP_FUZZ_CHECKS_H
 

@@ -1,5 +1,5 @@
-/* The libFuzzer entry point of one fuzz target: LPF_CHECK names its check function in
- * checks.c (CMake builds fuzz_request, fuzz_reply, fuzz_policy and fuzz_config from this
+/* The libFuzzer entry point of one fuzz target: LPF_CHECK names its check function, one of
+ * those of checks.h (CMake builds fuzz_request, fuzz_reply, fuzz_policy and fuzz_config from this
  * file with -fsanitize=fuzzer,address,undefined). A failed property aborts, which libFuzzer
  * reports as a crash and saves the input. */
 #include "checks.h"

@@ -4,10 +4,10 @@
  *
  *   tests/fuzz/corpus/<target>/<file>  ──►  lpf_check_<target>(bytes)  ──►  ok
  *
- * The checks live in checks.c, which is compiled into this program directly (CMake builds
- * each tests/<area>/<name>.t.c alone). LPF_CORPUS overrides the corpus root, e.g. to replay
- * what `make fuzz` collected in build-fuzz/corpus. */
-#include "fuzz/checks.c"
+ * The checks (tests/fuzz/check_*.c) are linked in from the lp_fuzz_checks library.
+ * LPF_CORPUS overrides the corpus root, e.g. to replay what `make fuzz` collected in
+ * build-fuzz/corpus. */
+#include "fuzz/checks.h"
 
 #include "tap.h"
 

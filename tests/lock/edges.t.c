@@ -1,5 +1,5 @@
-/* Lock policy edge cases (SPEC sections 5 and 6), in enforce mode, against Redis for
- * reference:
+/* Edge cases of the enforce-mode rewrites and of the lease table (who holds which lock
+ * through this proxy), against Redis for reference:
  *   - reply shapes in RESP2 and RESP3: a missed SET NX is $-1 / _, SETNX is :0 in both;
  *   - PERSIST on a lock is refused (:0, TTL kept);
  *   - a foreign EXPIRE never moves a live lock's TTL but repairs a stuck lock;

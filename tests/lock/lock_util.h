@@ -409,8 +409,9 @@ static const char lk_json_check_py[] __attribute__((unused)) =
     "print('%d lines, %d bad' % (n, bad))\n"
     "sys.exit(1 if bad or n == 0 else 0)\n";
 
-/* Asserts that every line of the log is a JSON object with the SPEC section 7 fields: with
- * python3's json module when there is one, else a structural check. */
+/* Asserts that every line of the log is a JSON object with the audit log's fields (ts, an
+ * RFC 3339 UTC time with milliseconds, and the strings event, mode, action, rule, key,
+ * client, detail): with python3's json module when there is one, else a structural check. */
 LK_FN void lk_check_json_log(const char *path, const char *name)
 {
     hp_buf log = {0}, out = {0};

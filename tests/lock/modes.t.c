@@ -1,8 +1,10 @@
-/* Audit and off modes (SPEC section 5, last lines): the same lock traffic straight to Redis,
- * through a proxy whose rule is in audit mode, in off mode, and in enforce mode.
+/* Audit and off modes (audit forwards lock commands unchanged and logs what enforce would
+ * have done; off does neither): the same lock traffic straight to Redis, through a proxy
+ * whose rule is in audit mode, in off mode, and in enforce mode.
  *   - audit: every byte as Redis sends it, and the same events as enforce logs;
  *   - off:   every byte as Redis sends it, and no log line at all;
- *   - the log lines of every mode are JSON objects with the SPEC section 7 fields. */
+ *   - the log lines of every mode are JSON objects with the audit log's fields (ts, event,
+ *     mode, action, rule, key, client, detail). */
 #include "lock/lock_util.h"
 
 static hp_proc *redis, *enforce, *audit, *off;

@@ -1,7 +1,8 @@
-/* The audit log never holds a password (SPEC section 7): AUTH, HELLO ... AUTH, CONFIG SET
+/* The audit log never holds a password: AUTH, HELLO ... AUTH, CONFIG SET
  * requirepass/masterauth and MIGRATE ... AUTH/AUTH2 go through the proxy between lock
  * commands that are logged, and afterwards neither the audit log nor the proxy's own output
- * contains any of the passwords. The log lines are JSON objects with the section 7 fields. */
+ * contains any of the passwords. The log lines are JSON objects with the audit log's fields
+ * (ts, event, mode, action, rule, key, client, detail). */
 #include "lock/lock_util.h"
 
 static hp_proc *redis, *proxy;

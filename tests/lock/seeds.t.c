@@ -1,6 +1,7 @@
-/* The seed lock patterns (SPEC sections 5 and 6), each run twice with the same client code:
- * straight to Redis, where the unsafe outcome shows, and through the proxy in enforce mode,
- * where it does not.
+/* The seed lock patterns (the unsafe ways of taking and releasing a lock that the enforce
+ * rewrites and the lease table are there to make safe), each run twice with the same client
+ * code: straight to Redis, where the unsafe outcome shows, and through the proxy in enforce
+ * mode, where it does not.
  *
  *   crash between SETNX and EXPIRE       direct: stuck lock     proxy: TTL <= rule ttl
  *   holder overruns, another acquires    direct: DEL frees it   proxy: kept (late_release)

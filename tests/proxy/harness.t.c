@@ -1,4 +1,4 @@
-/* Self-test of the integration harness (tests/lib/harness.c) against a real redis-server:
+/* Self-test of the integration harness (tests/lib/) against a real redis-server:
  * process control (stop, kill, pause, resume, restart on the same port), the bounded socket
  * helpers, the differential runner's close detection and skip ranges, the normalisers, and
  * hp_run's timeout. It needs no proxy. */

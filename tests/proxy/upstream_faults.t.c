@@ -1,4 +1,4 @@
-/* Upstream faults (SPEC section 8): Redis killed with SIGKILL under a 100-deep pipeline from
+/* Upstream faults: Redis killed with SIGKILL under a 100-deep pipeline from
  * 20 clients, a client that goes away in the middle of a large reply, and Redis down when a
  * client connects. Every client must get replies, error lines or EOF — never hang — and the
  * proxy must serve again once Redis is back. */

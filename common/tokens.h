@@ -1,7 +1,7 @@
 /* Tokens and numbers shared by the policy file and the config file: blank-separated words,
  * quoted strings with escapes, "NAME:LINE: message" errors, and DIGITS[UNIT] values. */
-#ifndef LP_POLICY_TOKENS_H
-#define LP_POLICY_TOKENS_H
+#ifndef LP_COMMON_TOKENS_H
+#define LP_COMMON_TOKENS_H
 
 #include <stddef.h>
 
@@ -23,6 +23,10 @@ int lp_tok_is_blank(char ch);
  * \x00). Returns 1 with the token's length in *len, 0 at the end of the line (*p == end), or
  * -1 with "NAME:LINE: message" (quoting the raw token) in w->err. */
 int lp_tok_next(const lp_tok_where *w, const char **p, const char *end, char *out, size_t *len);
+
+/* lp_tok_next() for a token that must not hold a NUL byte (one is an error, "NUL byte in a
+ * token"); the token is NUL-terminated in out, which needs one more byte of room. */
+int lp_tok_next_word(const lp_tok_where *w, const char **p, const char *end, char *out, size_t *len);
 
 /* Parses the leading decimal digits of s (at least one). Returns the value, or -1 when there
  * is no digit or it overflows a long long; *rest points past the digits (at s when none). */

@@ -1,9 +1,10 @@
 /* Tokens and numbers shared by the policy file and the config file (see tokens.h). */
-#include "policy/tokens.h"
+#include "common/tokens.h"
 
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 int lp_tok_fail(const lp_tok_where *w, const char *fmt, ...)
@@ -73,6 +74,14 @@ int lp_tok_next(const lp_tok_where *w, const char **p, const char *end, char *ou
     *p = s;
     *len = n;
     return 1;
+}
+
+int lp_tok_next_word(const lp_tok_where *w, const char **p, const char *end, char *out, size_t *len)
+{
+    int rc = lp_tok_next(w, p, end, out, len);
+    if (rc > 0 && memchr(out, '\0', *len) != NULL) return lp_tok_fail(w, "NUL byte in a token");
+    if (rc > 0) out[*len] = '\0';
+    return rc;
 }
 
 long long lp_tok_parse_digits(const char *s, const char **rest)

@@ -1,0 +1,77 @@
+/* The config check (lpf_check_config, see checks.h). */
+#define _GNU_SOURCE
+#include "check_util.h"
+
+#include "proxy/addr.h"
+#include "proxy/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int addr_roundtrip(const char *what, const lp_addr *a)
+{
+    char text[512], err[512];
+    lp_addr b;
+    lp_addr_format(a, text, sizeof(text));
+    if (lp_addr_parse(text, &b, err, sizeof(err)) < 0)
+        return fail("config: %s formats as '%s', which does not parse: %s", what, text, err);
+    if (a->is_unix != b.is_unix || strcmp(a->host, b.host) != 0 || a->port != b.port ||
+        strcmp(a->path, b.path) != 0)
+        return fail("config: %s formats as '%s', which parses to another address", what, text);
+    return 0;
+}
+
+int lpf_check_config(const uint8_t *data, size_t size)
+{
+    static int fd = -1;
+    char path[64], err[1024] = "";
+    int rc = 0;
+
+    if (fd < 0) {
+        fd = memfd_create("lpf-config", MFD_CLOEXEC);
+        if (fd < 0)
+            abort();
+    }
+    if (ftruncate(fd, 0) != 0 || (size > 0 && pwrite(fd, data, size, 0) != (ssize_t)size))
+        abort();
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+
+    lp_config c;
+    lp_config_defaults(&c);
+    if (lp_config_load_file(&c, path, err, sizeof(err)) < 0) {
+        rc = check_where("config", err, path, count_lines(data, size));
+    } else {
+        if (c.maxclients < 1 || c.proto_max_bulk_len < (1LL << 20) ||
+            c.client_query_buffer_limit < (1LL << 20) || c.low_water < 1 ||
+            c.low_water >= c.high_water || c.hard_limit <= c.high_water ||
+            c.connect_timeout_ms < 1 || c.shutdown_timeout_ms < 1 || c.upstream_timeout_ms < 0)
+            rc = fail("config: loaded values out of their bounds");
+        if (c.policy_file != NULL && c.policy_file[0] == '\0')
+            rc = fail("config: empty policy file name");
+        if (rc == 0)
+            rc = addr_roundtrip("listen", &c.listen);
+        if (rc == 0)
+            rc = addr_roundtrip("upstream", &c.upstream);
+    }
+    lp_config_free(&c);
+    lp_config_free(&c);   /* documented as safe twice */
+
+    /* The unit parsers on the input's first line, as a string. */
+    char word[80];
+    size_t k = 0;
+    while (k < size && k < sizeof(word) - 1 && data[k] != '\n' && data[k] != '\0') {
+        word[k] = (char)data[k];
+        k++;
+    }
+    word[k] = '\0';
+    long long m = lp_parse_memory(word), t = lp_parse_duration_ms(word);
+    if (rc == 0 && (m < -1 || t < -1))
+        rc = fail("config: unit parser returned %lld / %lld", m, t);
+    lp_addr a;
+    if (rc == 0 && lp_addr_parse(word, &a, err, sizeof(err)) == 0)
+        rc = addr_roundtrip("an address", &a);
+    return rc;
+}
