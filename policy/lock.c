@@ -1,5 +1,6 @@
 /* Lock policy decisions: see lock.h. One decision function per lock pattern; each states
  * what enforce and audit mode do with it. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +297,9 @@ static long long expire_ttl(lock_ctx *ctx, const resp_arg *arg, int ms, int at) 
     resp_arg argv[3] = {{"expire", 6}, {"", 0}, *arg};
     expire_args ea;
     if (lp_expire_args(3, argv, ms, at, ctx->wall_ms, &ea) < 0 || ea.ttl_ms <= 0) return -1;
+    /* Merged, it becomes SET ... PX ttl, which Redis refuses when ttl + its clock overflows:
+     * such a time is left to the EXPIRE itself (a day of margin for the two clocks). */
+    if (ea.ttl_ms > INT64_MAX - ctx->wall_ms - 86400000LL) return -1;
     return ea.ttl_ms;
 }
 
