@@ -9,19 +9,9 @@
 
 int lp_opt_is(const resp_arg *a, const char *lower)
 {
-    size_t n = strlen(lower);
     const char *nul = memchr(a->ptr, '\0', a->len);
-    size_t len = nul != NULL ? (size_t)(nul - a->ptr) : a->len;
-    if (len != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)a->ptr[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (unsigned char)(c - 'A' + 'a');
-        if (c != (unsigned char)lower[i])
-            return 0;
-    }
-    return 1;
+    resp_arg word = {a->ptr, nul != NULL ? (size_t)(nul - a->ptr) : a->len};
+    return resp_arg_is(&word, lower);
 }
 
 static int arg_ll(const resp_arg *a, long long *out)
