@@ -8,7 +8,11 @@
 #include <stdio.h>
 
 typedef enum { POLICY_OFF, POLICY_AUDIT, POLICY_ENFORCE } policy_mode;
-typedef enum { POLICY_OWNER_CONNECTION, POLICY_OWNER_CLIENT_ADDR, POLICY_OWNER_CLIENT_NAME } policy_owner;
+typedef enum { POLICY_OWNER_AUTO, POLICY_OWNER_CONNECTION, POLICY_OWNER_CLIENT_ADDR, POLICY_OWNER_CLIENT_NAME } policy_owner;
+typedef enum { POLICY_RENEW_AUTO, POLICY_RENEW_ALWAYS, POLICY_RENEW_OFF } policy_renew;
+
+/* Where lockproxy keeps its lease records; no rule prefix may match it. */
+#define POLICY_RECORD_PREFIX "__lockproxy:"
 
 typedef struct policy_rule {
     char *prefix;
@@ -17,6 +21,8 @@ typedef struct policy_rule {
     long long ttl_ms;          /* lease for locks acquired without a TTL; default 30000 */
     long long max_ttl_ms;      /* cap on any TTL set on a lock key; 0: none */
     policy_owner owner;        /* default connection */
+    policy_renew renew;
+    long long max_hold_ms;
     int line;                  /* line in the policy file */
 } policy_rule;
 

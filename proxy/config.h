@@ -7,6 +7,9 @@
 #include "proxy/addr.h"
 
 typedef struct lp_config {
+    char instance_name[256];        /* owner of loopback and unix clients' leases; default: host name */
+    char upstream_user[128];        /* upstream-auth: the proxy's own connections authenticate */
+    char upstream_password[512];
     lp_addr listen;                 /* default 127.0.0.1:6380 */
     lp_addr upstream;               /* default 127.0.0.1:6379 */
     int upstream_set;               /* 1 when the file or a flag named an upstream */

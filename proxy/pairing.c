@@ -24,6 +24,7 @@ void pairing_free(lp_pairing *p) {
     free(p->q);
     free_mops(p->mops, p->nmops);
     free(p->name);
+    free(p->user);
     memset(p, 0, sizeof(*p));
 }
 
@@ -57,6 +58,7 @@ void pairing_pop(lp_pairing *p) {
     if (e == NULL) return;
     free(e->local);
     free(e->name);
+    free(e->user);
     lock_op_free(e->op);
     free_mops(e->mops, e->nmops);
     p->qhead = (p->qhead + 1) % p->qcap;
@@ -121,6 +123,21 @@ int pairing_subscribed(const lp_pairing *p) { return p->nsub[0] + p->nsub[1] + p
 int pairing_captures(const lp_pairing *p) {
     const pend *h = p->qlen ? &p->q[p->qhead] : NULL;
     return h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW);
+}
+
+static char *dup_or_null(const char *s, size_t len) {
+    if (s == NULL || len == 0) return NULL;
+    char *d = malloc(len);
+    if (d == NULL) abort();
+    memcpy(d, s, len);
+    return d;
+}
+
+/* Remembers on an AUTH entry the user it authenticates as: "default" for AUTH PASSWORD. */
+static void pend_user(pend *e, const resp_arg *user) {
+    free(e->user);
+    e->user = user ? dup_or_null(user->ptr, user->len) : NULL;
+    e->user_len = e->user ? user->len : 0;
 }
 
 static void set_name(lp_pairing *p, const char *name, size_t len) {
@@ -191,13 +208,15 @@ static int valid_client_name(const resp_arg *a) {
  * *auth is set when it authenticates, *name (may stay NULL) is the last SETNAME. The two
  * arguments after AUTH are skipped, never looked at: a user name and a password.
  * Returns 0, or -1 when Redis answers a syntax error. */
-static int hello_options(const resp_request *r, int *auth, const resp_arg **name) {
+static int hello_options(const resp_request *r, int *auth, const resp_arg **name, const resp_arg **user) {
     *auth = 0;
     *name = NULL;
+    *user = NULL;
     for (int j = 2; j < r->argc; j++) {
         int more = r->argc - 1 - j;
         if (lp_opt_is(&r->argv[j], "auth") && more >= 2) {
             *auth = 1;
+            *user = &r->argv[j + 1];
             j += 2;
         } else if (lp_opt_is(&r->argv[j], "setname") && more >= 1) {
             *name = &r->argv[++j];
@@ -252,10 +271,11 @@ static int end_multi(lp_pairing *p, const resp_arg *cmd, int silent, pair_req *v
 static void hello_request(lp_pairing *p, const resp_request *r, pair_req *v) {
     pend *e = pairing_push(p, PEND_HELLO);
     int auth;
-    const resp_arg *name;
-    if (hello_options(r, &auth, &name) == 0) {
+    const resp_arg *name, *user;
+    if (hello_options(r, &auth, &name, &user) == 0) {
         e->auth = (uint8_t)auth;
         if (name != NULL) pend_name(e, name);
+        if (auth) pend_user(e, user);
     }
     if (e->auth && !p->authed) v->hold = 1;
     if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
@@ -290,6 +310,7 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_arg *
     }
     pend *e = pairing_push(p, PEND_PLAIN);
     e->auth = (uint8_t)is_auth;
+    if (is_auth) pend_user(e, r->argc == 3 ? &r->argv[1] : NULL);
     /* QUIT is answered without authentication: its +OK proves nothing. */
     e->probe = !is_auth && !is_quit && !p->authed;
     e->reprobe = (uint8_t)reprobe;
@@ -420,6 +441,11 @@ static void note_auth(lp_pairing *p, const pend *e, const resp_reply *r, pair_re
         if (e->probe) v->auth_not_required = 1;
     }
     if (e->setname && !err) set_name(p, e->name, e->name_len);
+    if (e->auth && !err) {
+        free(p->user);
+        p->user = dup_or_null(e->user, e->user_len);
+        p->user_len = p->user ? e->user_len : 0;
+    }
     if (e->reprobe && !err) v->reprobe = 1;
 }
 
@@ -461,6 +487,9 @@ static void answer(lp_pairing *p, pend *e, const resp_reply *r, int auth_state) 
             p->nsub[0] = p->nsub[1] = p->nsub[2] = 0;
             p->authed = auth_state != LP_AUTH_REQUIRED;
             p->db = 0;
+            free(p->user);
+            p->user = NULL;
+            p->user_len = 0;
         }
         pairing_pop(p);
         break;

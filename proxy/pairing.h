@@ -57,6 +57,8 @@ typedef struct pend {
     uint32_t n;
     char *name;              /* setname: the name ("" clears it) */
     size_t name_len;
+    char *user;              /* auth: the ACL user it authenticates as (never the password) */
+    size_t user_len;
     char *local;             /* LOCAL: the bytes */
     size_t local_len;
     lock_op *op;             /* OP: the decision */
@@ -88,6 +90,8 @@ typedef struct lp_pairing {
     int db;                       /* SELECTed database, from SELECT's +OK */
     char *name;                   /* the client's name, from an accepted SETNAME */
     size_t name_len;
+    char *user;                   /* the ACL user of an accepted AUTH; NULL: default */
+    size_t user_len;
 } lp_pairing;
 
 void pairing_init(lp_pairing *p, int authed);

@@ -11,6 +11,7 @@
 #include "proxy/proxy.h"
 #include "proxy/buf.h"
 #include "proxy/upconn.h"
+#include "proxy/renew.h"
 
 void lp_logf(const char *fmt, ...) {
     char line[512];
@@ -43,7 +44,9 @@ static void probe_reap(proxy *px);
 /* Leases past their deadline are kept a while, so that a late DEL is still recognised as
  * late_release; then they go. */
 #define LEASE_GRACE_MS (10 * 60 * 1000)
-#define LEASE_MAX 100000
+/* The lease cache holds what each connection acquired (late detection, renewal); the
+ * leases themselves live in Redis, so a full cache loses no safety. */
+#define LEASE_MAX 1000000
 
 /* A summary of events the limiter left out, once their window is over. */
 static void audit_summary(void *ud, const audit_event *e, uint64_t suppressed) {
@@ -123,6 +126,8 @@ void proxy_drained(proxy *px) {
     px->auth_probe_done = 1;
     px->auth_probe_again = 0;
     probe_reap(px);
+    lp_renewer_close(px->renewer);
+    px->renewer = NULL;
 }
 
 static void drain_timeout(uv_timer_t *t) {
@@ -247,6 +252,10 @@ int proxy_run(const lp_config *cfg) {
         px.limiter = audit_limiter_new(1000, 10000);
         px.leases = lease_table_new(LEASE_MAX);
     }
+    static char host[256];
+    if (gethostname(host, sizeof(host) - 1) != 0) snprintf(host, sizeof(host), "localhost");
+    lock_ctx_init(&px.lock);
+    px.lock.instance = cfg->instance_name[0] ? cfg->instance_name : host;
     px.lock.pol = px.policy;
     px.lock.leases = px.leases;
     px.lock.log = audit_sink;
@@ -276,6 +285,11 @@ int proxy_run(const lp_config *cfg) {
     uv_timer_start(&px.sweep_timer, sweep_cb, 1000, 1000);
     uv_unref((uv_handle_t *)&px.sweep_timer);
     proxy_probe_auth(&px);
+    if (px.policy != NULL) {
+        px.renewer = lp_renewer_new(&px);
+        px.lock.renew = lp_renewer_add;
+        px.lock.renew_ud = px.renewer;
+    }
 
     char l[300], u[300];
     lp_addr_format(&cfg->listen, l, sizeof(l));

@@ -35,7 +35,8 @@ typedef struct proxy {
     uv_timer_t drain_timer;
     struct sockaddr_storage upstream_sa;   /* resolved once at start (TCP upstreams) */
     policy *policy;                        /* NULL: pure pass-through */
-    lease_table *leases;
+    lease_table *leases;                   /* the lease cache (late detection, renewal) */
+    struct lp_renewer *renewer;
     lock_ctx lock;                         /* what policy/lock.c decides with */
     lp_auditlog *audit;
     audit_limiter *limiter;

@@ -94,6 +94,29 @@ static void exec_reply(session *s, pend *p, const char *f, size_t len, lp_str *o
     resp_reply_free(&sc);
 }
 
+/* Redis refused the lock scripts for this connection (an ACL user without @scripting): its
+ * lock commands go as it sends them from now on, and the log says so once. */
+static void log_check_unavailable(session *s, const lock_op *op) {
+    lp_logf("check_unavailable client=%s: Redis refuses scripts for this connection (NOPERM); "
+            "its lock commands pass unchecked", s->peer);
+    if (s->px->lock.log == NULL || s->px->policy == NULL || op->nkeys < 1) return;
+    audit_event e;
+    memset(&e, 0, sizeof(e));
+    e.event = "check_unavailable";
+    e.mode = op->mode[0] ? op->mode : "enforce";
+    e.action = "forwarded";
+    e.rule = op->keys[0].rule[0] ? op->keys[0].rule : op->rule;
+    e.rule_len = strlen(e.rule);
+    e.key = op->keys[0].key;
+    e.key_len = op->keys[0].keylen;
+    e.client = s->peer;
+    e.client_name = s->pg.name;
+    e.client_name_len = s->pg.name_len;
+    e.detail = "Redis refuses scripts for this user (NOPERM): lock commands of this connection pass unchecked";
+    e.held_ms = -1;
+    s->px->lock.log(s->px->lock.log_ud, &e);
+}
+
 /* The reply to a rewritten command, kept whole while it arrived. */
 static void op_reply(session *s, pend *p, const char *f, size_t len) {
     lp_str out = {0};
@@ -102,7 +125,12 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
     if (p->kind == PEND_EXEC) {
         exec_reply(s, p, f, len, &out);
     } else if (lock_op_reply(&s->px->lock, p->op, f, len, 0, &out) == LOCK_REPLY_RETRY) {
-        sess_emit_copy(s, &s->to_up, p->op->retry.p, p->op->retry.len);   /* EVAL after NOSCRIPT */
+        /* EVAL after NOSCRIPT; the client's own command after NOPERM for scripting. */
+        if (p->op->noperm && !s->no_scripts) {
+            s->no_scripts = 1;
+            log_check_unavailable(s, p->op);
+        }
+        sess_emit_copy(s, &s->to_up, p->op->retry.p, p->op->retry.len);
         return;
     }
     sess_emit_copy(s, &s->to_client, out.p, out.len);

@@ -62,6 +62,9 @@ static void lock_client_of(session *s, lock_client *c) {
     c->db = s->pg.db;
     c->multi_setnx = s->pg.in_multi ? s->multi_setnx : NULL;
     c->multi_setnx_len = s->multi_setnx_len;
+    c->user = s->pg.user;
+    c->user_len = s->pg.user_len;
+    c->no_scripts = s->no_scripts;
 }
 
 /* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
@@ -87,29 +90,19 @@ static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t 
     return merged;
 }
 /* Asks the lock policy about the request just framed (at pos in b). Returns 0 when it is
- * forwarded as usual; 1 when the policy took it (and, for SETNX+EXPIRE, the next request
- * too), with *consumed the bytes it covered. */
+ * forwarded as usual; 1 when the policy took it, with *consumed the bytes it covered. Each
+ * command is judged on its own: several workers may share one connection, so a SETNX and
+ * the EXPIRE pipelined after it are never merged outside MULTI. */
 static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, size_t framelen,
                         size_t *consumed) {
     proxy *px = s->px;
     const resp_request *r = &s->req;
     lock_client c;
     lock_client_of(s, &c);
-    int next_argc = 0;
-    const resp_arg *next = NULL;
-    size_t next_len = 0;
-    if (resp_arg_is(&r->argv[0], "setnx")) {
-        resp_request_reset(&s->peek);
-        if (resp_request_parse(&s->peek, b->data + pos + framelen, b->len - pos - framelen, &next_len) == RESP_OK) {
-            next_argc = s->peek.argc;
-            next = s->peek.argv;
-        }
-    }
     px->lock.now_ms = (int64_t)uv_now(px->loop);
     px->lock.wall_ms = lp_wall_ms();
     lock_op *op = NULL;
-    int took = 0;
-    lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, next_argc, next, &op, &took);
+    lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, b->data + pos, framelen, &op);
     if (s->pg.in_multi && resp_arg_is(&r->argv[0], "setnx")) {
         free(s->multi_setnx);
         s->multi_setnx = malloc(r->argv[1].len + 1);
@@ -126,15 +119,16 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
     /* What came before this request goes first. */
     if (pos > fwd_start) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
     s->pg.skip_cur = 0;   /* resetClient(), for this request and a merged EXPIRE */
-    *consumed = framelen + (took ? next_len : 0);
+    *consumed = framelen;
     if (silent) {
         /* Replies are off: the rewrite still goes out (EVAL, since a NOSCRIPT could not be
-         * seen), nothing is paired, and no lease is recorded, so a later DEL from this
-         * client counts as foreign: its lock ends with its TTL. */
+         * seen) and nothing is paired. An acquire is taken as done: its lease is cached and
+         * renewed, which checks the record in Redis, so one that failed renews nothing. */
         if (act == LOCK_SEND) {
             const lp_str *cmd = op->uses_sha ? &op->retry : &op->send;
             if (cmd->len > 0) sess_emit_copy(s, &s->to_up, cmd->p, cmd->len);
             else sess_emit(s, &s->to_up, b, pos, framelen);
+            lock_op_sent_silently(&px->lock, op);
         }
         lock_op_free(op);
         return 1;
@@ -144,7 +138,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
         lock_op_free(op);
         return 1;
     }
-    if (s->pg.in_multi && !took && lock_op_is_setnx(op) && s->held_setnx == NULL) {
+    if (s->pg.in_multi && lock_op_is_setnx(op) && s->held_setnx == NULL) {
         /* Not sent yet: an EXPIRE of the same key may follow (clients send a transaction
          * one command at a time, waiting for each +QUEUED, so it gets one now). */
         s->held_setnx = op;
@@ -222,7 +216,10 @@ void sess_process_client_input(session *s) {
         /* An inline command longer than Redis's 64 KiB limit is never rewritten: Redis
          * (which reads inline requests 16 KiB at a time) refuses it as too big, and only
          * the client's own bytes can get that answer. */
+        /* Nor is anything before authentication: Redis answers the client's own command
+         * with NOAUTH, and would refuse a script's argument count as a protocol error. */
         if (s->px->policy != NULL && !s->pg.raw && s->req.argc >= 2 &&
+            (s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED) &&
             !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
             size_t consumed;
             if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {

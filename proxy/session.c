@@ -61,7 +61,6 @@ static void handle_closed(uv_handle_t *h) {
     session *s = h->data;
     if (--s->open_handles > 0) return;
     resp_request_free(&s->req);
-    resp_request_free(&s->peek);
     resp_reply_free(&s->rep);
     if (s->px->leases) lease_drop_conn(s->px->leases, s->conn_id);
     lp_str_free(&s->cap);
@@ -171,8 +170,6 @@ int session_start(proxy *px) {
     s->px = px;
     resp_request_init(&s->req);
     s->req.max_bulk_len = c->proto_max_bulk_len;
-    resp_request_init(&s->peek);
-    s->peek.max_bulk_len = c->proto_max_bulk_len;
     s->conn_id = ++px->next_conn_id;
     pairing_init(&s->pg, px->auth_state == LP_AUTH_NOT_REQUIRED);
     resp_reply_init(&s->rep);

@@ -86,12 +86,12 @@ struct session {
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     lp_str cap;
     uint64_t conn_id;
+    unsigned no_scripts : 1;      /* Redis refused a lock script (NOPERM): lock commands go as sent */
 
     /* client input */
     lp_block *in;                 /* block holding the frame in progress, or NULL */
     size_t in_start;              /* where that frame starts in it */
     resp_request req;
-    resp_request peek;            /* looks at the request after a SETNX */
 
     /* upstream input */
     lp_block *rin;

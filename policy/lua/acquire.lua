@@ -1,0 +1,61 @@
+-- lockproxy: acquire a lock and write its lease record, in one step.
+-- KEYS[1] the lock, KEYS[2] its lease record, KEYS[3] its history (see release.lua).
+-- ARGV[1] the token; ARGV[2] unit: 'px' (relative), 'pxat' (absolute) or 'none' (no TTL:
+-- audit mode forwards the client's command as it is); ARGV[3] the time in ms; ARGV[4] the
+-- cap in ms ('0': none); ARGV[5] owner; ARGV[6] acquire id; ARGV[7] via; ARGV[8] 'get' to
+-- answer as SET ... NX GET; ARGV[9] the record's TTL in ms when the lock gets none.
+-- Returns {1, pttl} when acquired, {0} when someone holds it ({0, old value} with 'get');
+-- an error Redis gives the SET comes back unchanged.
+local unit, val = ARGV[2], ARGV[3]
+local cap = tonumber(ARGV[4])
+if cap > 0 and unit ~= 'none' then
+  local left = tonumber(val)
+  if unit == 'pxat' then
+    local t = redis.call('time')
+    left = left - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  end
+  if left > cap then unit, val = 'px', ARGV[4] end
+end
+local args = {'set', KEYS[1], ARGV[1], 'nx'}
+if ARGV[8] == 'get' then args[#args + 1] = 'get' end
+if unit ~= 'none' then
+  args[#args + 1] = unit
+  args[#args + 1] = val
+end
+local r = redis.pcall(unpack(args))
+if type(r) == 'table' and r.err then return r end
+local got
+if ARGV[8] == 'get' then got = (r == false) else got = (type(r) == 'table') end
+if not got then
+  if ARGV[8] == 'get' then return {0, r} end
+  return {0}
+end
+local t = redis.call('time')
+local since = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+redis.call('del', KEYS[2])
+redis.call('hset', KEYS[2], 'owner', ARGV[5], 'id', ARGV[6], 'token_sha1', redis.sha1hex(ARGV[1]),
+           'since_ms', since, 'via', ARGV[7])
+local pt = redis.call('pttl', KEYS[1])
+if pt > 9007199254740992 then
+  redis.call('persist', KEYS[2])   -- past 2^53 ms Lua's numbers are not exact
+elseif pt > 0 then
+  redis.call('pexpire', KEYS[2], string.format('%d', pt))
+elseif pt == -1 then
+  redis.call('pexpire', KEYS[2], ARGV[9])
+else
+  redis.call('del', KEYS[2])
+end
+-- The history: the previous lease, when it was not released, ended by its TTL.
+local h = redis.call('hmget', KEYS[3], 'a', 'r', 'e')
+if h[1] and h[1] ~= h[2] then
+  local e = h[1] .. ' ' .. (h[3] or '')
+  local n, keep = 0, {}
+  for id in string.gmatch(e, '%S+') do
+    n = n + 1
+    if n <= 16 then keep[n] = id end
+  end
+  redis.call('hset', KEYS[3], 'e', table.concat(keep, ' '))
+end
+redis.call('hset', KEYS[3], 'a', ARGV[6])
+redis.call('pexpire', KEYS[3], string.format('%d', math.min(math.max(pt, 0), 86400000) + 600000))
+return {1, pt}

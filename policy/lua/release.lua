@@ -1,0 +1,62 @@
+-- lockproxy: DEL/UNLINK of lock keys, checked against their lease records, in one step.
+-- KEYS: per key of the command, in order: the key; a lock key is followed by its lease record
+-- and its history.
+-- ARGV[1] 'del' or 'unlink'; ARGV[2] the requester's owner identity; then per key: 'o' for an
+-- ordinary key, or for a lock key three: the mode ('r' checked release, 'a' audit: delete
+-- as asked and say what a checked release would have done, 'x' exempt: the same), the
+-- requester's acquire id on this connection ('' when none) and its token. The lock is the
+-- requester's own when the record holds that acquire id, or, with no record at all (the
+-- holder kept it alive by other means than the proxy), when it still holds that token.
+-- Returns one integer per key: an ordinary key, how many were deleted; a lock key,
+-- verdict * 10 + deleted, the verdict being 0 the requester's own lease, 1 another owner's,
+-- 2 late (the requester's lease ended by its TTL, the lock is someone else's now), 3 no record
+-- (taken outside lockproxy), 4 no such key.
+local function late(hist, myid)
+  local h = redis.call('hmget', hist, 'a', 'r', 'e')
+  if h[1] == myid and h[2] ~= myid then return true end
+  for id in string.gmatch(h[3] or '', '%S+') do
+    if id == myid then return true end
+  end
+  return false
+end
+local out, k, a = {}, 1, 3
+while a <= #ARGV do
+  if ARGV[a] == 'o' then
+    out[#out + 1] = redis.call(ARGV[1], KEYS[k])
+    k, a = k + 1, a + 1
+  else
+    local lock, rec, hist = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    local mode, myid, mytok = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    k, a = k + 3, a + 3
+    local v = redis.pcall('get', lock)
+    local verdict
+    if v == false then
+      verdict = 4
+    elseif type(v) ~= 'string' then
+      verdict = 3
+    else
+      local r = redis.call('hmget', rec, 'owner', 'id', 'token_sha1')
+      local matches = r[3] == redis.sha1hex(v)
+      if myid ~= '' and (r[2] == myid or (not r[1] and v == mytok)) then
+        verdict = 0
+      elseif myid ~= '' and late(hist, myid) then
+        verdict = 2
+      elseif not r[1] or not matches then
+        verdict = 3
+      elseif r[1] == ARGV[2] then
+        verdict = 0
+      else
+        verdict = 1
+      end
+    end
+    local del = 0
+    if verdict ~= 4 and (mode ~= 'r' or verdict == 0 or verdict == 3) then
+      del = redis.call(ARGV[1], lock)
+      local id = redis.call('hget', rec, 'id')
+      redis.call('del', rec)
+      if id then redis.call('hset', hist, 'r', id) end
+    end
+    out[#out + 1] = verdict * 10 + del
+  end
+end
+return out
