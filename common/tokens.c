@@ -84,6 +84,27 @@ int lp_tok_next_word(const lp_tok_where *w, const char **p, const char *end, cha
     return rc;
 }
 
+void lp_tok_write(FILE *out, const char *s, size_t n)
+{
+    int quote = n == 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= ' ' || ch == 0x7f || ch == '"' || ch == '\\' || ch == '#') quote = 1;
+    }
+    if (!quote) {
+        fwrite(s, 1, n, out);
+        return;
+    }
+    fputc('"', out);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') fprintf(out, "\\%c", ch);
+        else if (ch < ' ' || ch == 0x7f) fprintf(out, "\\x%02x", ch);
+        else fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
 long long lp_tok_parse_digits(const char *s, const char **rest)
 {
     long long v = 0;
@@ -112,6 +133,14 @@ long long lp_tok_parse_duration_ms(const char *s)
 {
     static const lp_tok_unit units[] = {
         {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+    };
+    return lp_tok_parse_units(s, units, sizeof units / sizeof units[0]);
+}
+
+long long lp_tok_parse_duration_unit_ms(const char *s)
+{
+    static const lp_tok_unit units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
     };
     return lp_tok_parse_units(s, units, sizeof units / sizeof units[0]);
 }

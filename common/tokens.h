@@ -4,6 +4,7 @@
 #define LP_COMMON_TOKENS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* Where a line came from, and where to write an error about it. err has room for errlen
  * bytes (errlen may be 0); line is the 1-based line number. */
@@ -28,6 +29,11 @@ int lp_tok_next(const lp_tok_where *w, const char **p, const char *end, char *ou
  * token"); the token is NUL-terminated in out, which needs one more byte of room. */
 int lp_tok_next_word(const lp_tok_where *w, const char **p, const char *end, char *out, size_t *len);
 
+/* Writes s[0..n) as a token that lp_tok_next() reads back as the same bytes: bare when it is
+ * not empty and has only printable non-blank bytes (or UTF-8) and no '"', '\\' or '#';
+ * quoted otherwise, with \" \\ and \xHH for control bytes. */
+void lp_tok_write(FILE *out, const char *s, size_t n);
+
 /* Parses the leading decimal digits of s (at least one). Returns the value, or -1 when there
  * is no digit or it overflows a long long; *rest points past the digits (at s when none). */
 long long lp_tok_parse_digits(const char *s, const char **rest);
@@ -43,5 +49,9 @@ long long lp_tok_parse_units(const char *s, const lp_tok_unit *units, size_t nun
 /* Parses a duration DIGITS[ms|s|m|h] (unit case-insensitive; none means ms). Returns it in
  * milliseconds (0 allowed), or -1 when malformed or too large. */
 long long lp_tok_parse_duration_ms(const char *s);
+
+/* lp_tok_parse_duration_ms() where the unit is required: DIGITS(ms|s|m|h). A bare number is
+ * -1, as is anything malformed or too large. */
+long long lp_tok_parse_duration_unit_ms(const char *s);
 
 #endif

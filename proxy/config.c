@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 void lp_config_defaults(lp_config *c)
 {
@@ -26,15 +27,20 @@ void lp_config_defaults(lp_config *c)
     c->connect_timeout_ms = 2000;
     c->upstream_timeout_ms = 60000;
     c->shutdown_timeout_ms = 5000;
+    if (gethostname(c->instance_name, sizeof c->instance_name - 1) != 0 ||
+        c->instance_name[0] == '\0')
+        strcpy(c->instance_name, "lockproxy");
+    c->instance_name[sizeof c->instance_name - 1] = '\0';
 }
 
 /* Releases the strings the config owns and leaves them NULL, so that freeing twice, or
- * freeing a config that only had lp_config_defaults(), is safe. */
+ * freeing a config that only had lp_config_defaults(), is safe. The password is wiped. */
 void lp_config_free(lp_config *c)
 {
     free(c->policy_file);
     free(c->log_file);
     c->policy_file = c->log_file = NULL;
+    explicit_bzero(c->upstream_password, sizeof c->upstream_password);
 }
 
 /* ---- numbers with units ---- */
@@ -56,7 +62,8 @@ long long lp_parse_duration_ms(const char *s)
 
 /* ---- directives ---- */
 
-typedef enum { D_ADDR, D_PATH, D_INT, D_MEM, D_DUR } dkind;
+/* D_NAME: instance-name; D_AUTH: upstream-auth [USER] PASSWORD, a secret never echoed. */
+typedef enum { D_ADDR, D_PATH, D_INT, D_MEM, D_DUR, D_NAME, D_AUTH } dkind;
 
 typedef struct directive {
     const char *name;
@@ -65,6 +72,13 @@ typedef struct directive {
     long long min, max;         /* D_INT, D_MEM, D_DUR */
     const char *min_text;       /* min as the user would write it */
 } directive;
+
+/* A directive takes one argument; upstream-auth takes one or two. */
+#define MAX_ARGS 2
+static size_t max_args(const directive *d)
+{
+    return d->kind == D_AUTH ? 2 : 1;
+}
 
 #define F(field) offsetof(lp_config, field)
 static const directive directives[] = {
@@ -82,6 +96,8 @@ static const directive directives[] = {
     {"connect-timeout", D_DUR, F(connect_timeout_ms), 1, LLONG_MAX, "1ms"},
     {"upstream-timeout", D_DUR, F(upstream_timeout_ms), 0, LLONG_MAX, "0"},
     {"shutdown-timeout", D_DUR, F(shutdown_timeout_ms), 1, LLONG_MAX, "1ms"},
+    {"instance-name", D_NAME, F(instance_name), 0, 0, NULL},
+    {"upstream-auth", D_AUTH, F(upstream_password), 0, 0, NULL},
 };
 #undef F
 
@@ -92,14 +108,69 @@ static const directive *find_directive(const char *name)
     return NULL;
 }
 
-/* Sets directive d from the text v. Returns 0, or -1 with a reason naming v in msg (the
- * caller adds where it came from). A log of "-" means stderr (NULL). */
-static int set_directive(lp_config *c, const directive *d, const char *v, char *msg, size_t msglen)
+/* Sets upstream-auth from [USER] PASSWORD (nv is 1 or 2). Messages never quote either. */
+static int set_auth(lp_config *c, const char *const *v, size_t nv, char *msg, size_t msglen)
+{
+    const char *user = nv == 2 ? v[0] : "", *password = v[nv - 1];
+    if (nv == 2 && user[0] == '\0') {
+        snprintf(msg, msglen, "empty user name");
+        return -1;
+    }
+    if (strlen(user) >= sizeof c->upstream_user) {
+        snprintf(msg, msglen, "user name longer than %zu bytes", sizeof c->upstream_user - 1);
+        return -1;
+    }
+    if (password[0] == '\0') {
+        snprintf(msg, msglen, "empty password");
+        return -1;
+    }
+    if (strlen(password) >= sizeof c->upstream_password) {
+        snprintf(msg, msglen, "password longer than %zu bytes", sizeof c->upstream_password - 1);
+        return -1;
+    }
+    strcpy(c->upstream_user, user);
+    explicit_bzero(c->upstream_password, sizeof c->upstream_password);
+    strcpy(c->upstream_password, password);
+    return 0;
+}
+
+/* Sets instance-name: 1 to 255 printable bytes (UTF-8 allowed), no blanks. */
+static int set_name(lp_config *c, const char *v, char *msg, size_t msglen)
+{
+    size_t len = strlen(v);
+    if (len == 0) {
+        snprintf(msg, msglen, "empty name");
+        return -1;
+    }
+    if (len >= sizeof c->instance_name) {
+        snprintf(msg, msglen, "name longer than %zu bytes", sizeof c->instance_name - 1);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] <= ' ' || v[i] == 0x7f) {
+            snprintf(msg, msglen,
+                     "bad character in '%s' (expected printable characters, no blanks)", v);
+            return -1;
+        }
+    memcpy(c->instance_name, v, len + 1);
+    return 0;
+}
+
+/* Sets directive d from its nv arguments v (as many as the directive takes). Returns 0, or
+ * -1 with a reason in msg (the caller adds where it came from). A log of "-" means stderr
+ * (NULL). */
+static int set_directive(lp_config *c, const directive *d, const char *const *args, size_t nv,
+                         char *msg, size_t msglen)
 {
     void *field = (char *)c + d->off;
+    const char *v = args[0];
     long long n = 0;
 
     switch (d->kind) {
+    case D_AUTH:
+        return set_auth(c, args, nv, msg, msglen);
+    case D_NAME:
+        return set_name(c, v, msg, msglen);
     case D_ADDR: {
         lp_addr a;
         if (lp_addr_parse(v, &a, msg, msglen) < 0) return -1;
@@ -158,26 +229,38 @@ static int set_directive(lp_config *c, const directive *d, const char *v, char *
 
 /* ---- the file ---- */
 
-/* Applies one line of a config file. buf has room for the line's tokens and their NULs. */
+/* Applies one line of a config file. buf has room for the line's tokens and their NULs.
+ * The arguments of upstream-auth are secret: a malformed one is reported without its text. */
 static int config_line(lp_config *c, const lp_tok_where *w, const char *s, const char *end,
                        char *buf, const directive **set)
 {
-    char *tok[2] = {NULL, NULL}, msg[512];
-    size_t ntok = 0, len = 0;
+    const char *args[MAX_ARGS];
+    char msg[512];
+    size_t nargs = 0, len = 0;
     int r;
 
+    if ((r = lp_tok_next_word(w, &s, end, buf, &len)) <= 0) return r;
+    const directive *d = find_directive(buf);
+    if (d == NULL) return lp_tok_fail(w, "unknown directive '%s'", buf);
+    buf += len + 1;
     while ((r = lp_tok_next_word(w, &s, end, buf, &len)) > 0) {
-        if (ntok < 2) tok[ntok] = buf;
-        ntok++;
+        if (nargs < MAX_ARGS) args[nargs] = buf;
+        nargs++;
         buf += len + 1;
     }
-    if (r < 0 || ntok == 0) return r;
-    const directive *d = find_directive(tok[0]);
-    if (d == NULL) return lp_tok_fail(w, "unknown directive '%s'", tok[0]);
-    if (ntok != 2)
-        return lp_tok_fail(w, "wrong number of arguments for '%s' (expected 1, got %zu)",
-                           d->name, ntok - 1);
-    if (set_directive(c, d, tok[1], msg, sizeof msg) < 0)
+    if (r < 0 && d->kind == D_AUTH) {
+        explicit_bzero(w->err, w->errlen);
+        return lp_tok_fail(w, "%s: malformed argument (not shown: it holds a password)", d->name);
+    }
+    if (r < 0) return r;
+    if (nargs < 1 || nargs > max_args(d)) {
+        if (max_args(d) == 1)
+            return lp_tok_fail(w, "wrong number of arguments for '%s' (expected 1, got %zu)",
+                               d->name, nargs);
+        return lp_tok_fail(w, "wrong number of arguments for '%s' (expected 1 or %zu, got %zu)",
+                           d->name, max_args(d), nargs);
+    }
+    if (set_directive(c, d, args, nargs, msg, sizeof msg) < 0)
         return lp_tok_fail(w, "%s: %s", d->name, msg);
     *set = d;
     return 0;
@@ -232,6 +315,8 @@ int lp_config_load_file(lp_config *c, const char *path, char *err, size_t errlen
         rc = -1;
     }
     if (rc == 0) rc = check_marks(c, &w, low, high, hard);
+    if (line != NULL) explicit_bzero(line, cap);    /* may hold upstream-auth's password */
+    if (buf != NULL) explicit_bzero(buf, bufcap);
     free(line);
     free(buf);
     fclose(f);
@@ -299,7 +384,7 @@ static int scan_args(lp_config *c, int argc, char **argv, int apply, char *err, 
             if (f->kind == A_VERSION) c->version = 1;
             if (f->kind == A_HELP) c->help = 1;
         } else if (f->kind == A_SET &&
-                   set_directive(c, find_directive(f->directive), val, msg, sizeof msg) < 0) {
+                   set_directive(c, find_directive(f->directive), &val, 1, msg, sizeof msg) < 0) {
             snprintf(err, errlen, "%s: %s", f->name, msg);
             return -1;
         }
@@ -316,6 +401,28 @@ int lp_config_from_args(lp_config *c, int argc, char **argv, char *err, size_t e
     if (c->config_file != NULL && lp_config_load_file(c, c->config_file, err, errlen) < 0)
         return -1;
     return scan_args(c, argc, argv, 1, err, errlen);
+}
+
+void lp_config_print(const lp_config *c, FILE *out)
+{
+    char a[300];
+    lp_addr_format(&c->listen, a, sizeof a);
+    fprintf(out, "listen %s\n", a);
+    lp_addr_format(&c->upstream, a, sizeof a);
+    fprintf(out, "upstream %s\n", a);
+    fputs("instance-name ", out);
+    lp_tok_write(out, c->instance_name, strlen(c->instance_name));
+    fputc('\n', out);
+    if (c->upstream_password[0] == '\0') {
+        fputs("upstream-auth: none\n", out);
+        return;
+    }
+    fputs("upstream-auth ", out);
+    if (c->upstream_user[0] != '\0') {
+        lp_tok_write(out, c->upstream_user, strlen(c->upstream_user));
+        fputc(' ', out);
+    }
+    fputs("****\n", out);
 }
 
 const char *lp_config_usage(void)

@@ -4,12 +4,10 @@
 #define LP_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include "proxy/addr.h"
 
 typedef struct lp_config {
-    char instance_name[256];        /* owner of loopback and unix clients' leases; default: host name */
-    char upstream_user[128];        /* upstream-auth: the proxy's own connections authenticate */
-    char upstream_password[512];
     lp_addr listen;                 /* default 127.0.0.1:6380 */
     lp_addr upstream;               /* default 127.0.0.1:6379 */
     int upstream_set;               /* 1 when the file or a flag named an upstream */
@@ -24,13 +22,18 @@ typedef struct lp_config {
     long long connect_timeout_ms;   /* upstream connect timeout, default 2000 */
     long long upstream_timeout_ms;  /* silence of the upstream while a non-blocking request waits; 0 off; default 60000 */
     long long shutdown_timeout_ms;  /* SIGTERM drain bound, default 5000 */
+    char instance_name[256];        /* this proxy in lease records and ids; default the host name */
+    char upstream_user[128];        /* upstream-auth's ACL user; "" for PASSWORD alone */
+    char upstream_password[512];    /* "" when upstream-auth is not set */
 
     /* Actions asked for on the command line. */
     int check, help, version;
     const char *config_file;        /* -c FILE, or NULL */
 } lp_config;
 
+/* The defaults; instance_name from gethostname() ("lockproxy" when that fails or is empty). */
 void lp_config_defaults(lp_config *c);
+/* Frees the strings the config owns and wipes the upstream password. */
 void lp_config_free(lp_config *c);
 
 /* Reads a config file: one "directive value..." per line, '#' comments, blank lines.
@@ -40,6 +43,11 @@ int lp_config_load_file(lp_config *c, const char *path, char *err, size_t errlen
 /* Applies argv: loads -c FILE first (when given), then the other flags over it.
  * Returns 0, or -1 with a message in err (for a bad file, "FILE:LINE: message"). */
 int lp_config_from_args(lp_config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* Prints the settings --check shows, one "directive value" per line: listen, upstream,
+ * instance-name, and upstream-auth with the password masked ("upstream-auth USER ****",
+ * "upstream-auth ****", or "upstream-auth: none"). */
+void lp_config_print(const lp_config *c, FILE *out);
 
 /* The --help text. */
 const char *lp_config_usage(void);

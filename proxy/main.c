@@ -1,4 +1,5 @@
-/* lockproxy: command line, --check, --version, --help; then the proxy (proxy.c). */
+/* lockproxy: command line, --check (settings, the policy as understood, its warnings on
+ * stderr), --version, --help; then the proxy (proxy.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include "proxy/config.h"
@@ -20,10 +21,7 @@ int main(int argc, char **argv) {
     } else if (cfg.version) {
         printf("lockproxy %s\n", LOCKPROXY_VERSION);
     } else if (cfg.check) {
-        char l[300], u[300];
-        lp_addr_format(&cfg.listen, l, sizeof(l));
-        lp_addr_format(&cfg.upstream, u, sizeof(u));
-        printf("listen %s\nupstream %s\n", l, u);
+        lp_config_print(&cfg, stdout);
         if (cfg.policy_file) {
             policy *p = policy_load(cfg.policy_file, err, sizeof(err));
             if (p == NULL) {
@@ -32,6 +30,15 @@ int main(int argc, char **argv) {
             } else {
                 printf("policy %s: %zu rule(s)\n", cfg.policy_file, policy_count(p));
                 policy_print(p, stdout);
+                /* Warnings go to stderr and do not fail the check. */
+                size_t n = policy_warnings(p, NULL, 0);
+                char *w = n > 0 ? malloc(n + 1) : NULL;
+                if (w != NULL) {
+                    policy_warnings(p, w, n + 1);
+                    fflush(stdout);
+                    fputs(w, stderr);
+                    free(w);
+                }
                 policy_free(p);
             }
         } else {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "policy/policy.h"
@@ -152,9 +153,19 @@ static void test_defaults(void)
     is_int(c.hard_limit, 2LL << 30, "hard-limit");
     is_int(c.connect_timeout_ms, 2000, "connect-timeout");
     is_int(c.shutdown_timeout_ms, 5000, "shutdown-timeout");
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') strcpy(host, "lockproxy");
+    is_string(c.instance_name, host, "instance-name: the host name");
+    is_string(c.upstream_user, "", "upstream-auth: no user");
+    is_string(c.upstream_password, "", "upstream-auth: no password");
     lp_config_free(&c);
     lp_config_free(&c);
     ok(1, "free twice is safe");
+
+    lp_config_defaults(&c);
+    strcpy(c.upstream_password, "s3cret");
+    lp_config_free(&c);
+    ok(memcmp(c.upstream_password, "\0\0\0\0\0\0", 6) == 0, "free wipes the password");
 }
 
 static void test_file(void)
@@ -210,6 +221,70 @@ static void test_file(void)
     lp_config_free(&c);
 }
 
+/* instance-name and upstream-auth: the lines, and what each leaves in the config. */
+static void test_identity(void)
+{
+    static const struct { const char *text, *name, *user, *password; } cases[] = {
+        {"instance-name web-1\n", "web-1", "", ""},
+        {"INSTANCE-NAME \"caf\xc3\xa9:7/a\"\n", "caf\xc3\xa9:7/a", "", ""},
+        {"instance-name a\ninstance-name b\n", "b", "", ""},
+        {"upstream-auth s3cret\n", NULL, "", "s3cret"},
+        {"upstream-auth proxy s3cret\n", NULL, "proxy", "s3cret"},
+        {"upstream-auth \"lock proxy\" \"p w#\\\"x\\x01\"  # comment\n", NULL, "lock proxy", "p w#\"x\x01"},
+        {"upstream-auth proxy one\nupstream-auth two\n", NULL, "", "two"},
+        {"upstream-auth one\nupstream-auth proxy two\n", NULL, "proxy", "two"},
+        {"instance-name i\nupstream-auth u p\n", "i", "u", "p"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lp_config c, d;
+        lp_config_defaults(&d);
+        if (!is_int(load(&c, cases[i].text), 0, "loads: %s", cases[i].text)) diag("%s", err);
+        is_string(c.instance_name, cases[i].name ? cases[i].name : d.instance_name, "  instance-name");
+        is_string(c.upstream_user, cases[i].user, "  upstream user");
+        is_string(c.upstream_password, cases[i].password, "  upstream password");
+        lp_config_free(&c);
+    }
+
+    /* The longest values that fit. */
+    char text[1200], user[200], pass[600], name[300];
+    memset(name, 'n', 255);
+    name[255] = '\0';
+    memset(user, 'u', 127);
+    user[127] = '\0';
+    memset(pass, 'p', 511);
+    pass[511] = '\0';
+    snprintf(text, sizeof text, "instance-name %s\nupstream-auth %s %s\n", name, user, pass);
+    lp_config c;
+    is_int(load(&c, text), 0, "255-byte name, 127-byte user, 511-byte password fit");
+    ok(strcmp(c.instance_name, name) == 0 && strcmp(c.upstream_user, user) == 0 &&
+       strcmp(c.upstream_password, pass) == 0, "  all kept");
+    lp_config_free(&c);
+
+    /* What --check shows: the password never. */
+    static const struct { const char *text, *want; } shown[] = {
+        {"instance-name web-1\n",
+         "listen 127.0.0.1:6380\nupstream 127.0.0.1:6379\ninstance-name web-1\nupstream-auth: none\n"},
+        {"instance-name web-1\nupstream-auth s3cret\nlisten [::1]:7000\n",
+         "listen [::1]:7000\nupstream 127.0.0.1:6379\ninstance-name web-1\nupstream-auth ****\n"},
+        {"instance-name x\nupstream-auth proxy s3cret\nupstream unix:/r.sock\n",
+         "listen 127.0.0.1:6380\nupstream unix:/r.sock\ninstance-name x\nupstream-auth proxy ****\n"},
+        {"instance-name x\nupstream-auth \"a b#\" s3cret\n",
+         "listen 127.0.0.1:6380\nupstream 127.0.0.1:6379\ninstance-name x\nupstream-auth \"a b#\" ****\n"},
+    };
+    for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
+        char *out = NULL;
+        size_t len = 0;
+        if (!is_int(load(&c, shown[i].text), 0, "print %zu loads", i)) diag("%s", err);
+        FILE *f = open_memstream(&out, &len);
+        lp_config_print(&c, f);
+        fclose(f);
+        is_string(out, shown[i].want, "  lp_config_print");
+        ok(strstr(out, "s3cret") == NULL, "  no password in it");
+        free(out);
+        lp_config_free(&c);
+    }
+}
+
 static void test_file_errors(void)
 {
     const char *addr_forms = "missing port (expected HOST:PORT, [IPv6]:PORT or unix:/path)";
@@ -248,6 +323,47 @@ static void test_file_errors(void)
     file_error("high-water 100kb\n", 1, "low-water (262144) must be less than high-water (102400)");
     file_error("hard-limit 1kb\n", 1, "hard-limit (1024) must be greater than high-water (1048576)");
     file_error("high-water 3gb\nlow-water 1gb\n", 1, "hard-limit (2147483648) must be greater than high-water (3221225472)");
+
+    /* instance-name and upstream-auth; no message shows a password. */
+    char name[300], user[200], pass[600], text[1200];
+    memset(name, 'n', 256);
+    name[256] = '\0';
+    memset(user, 'u', 128);
+    user[128] = '\0';
+    memset(pass, 'p', 512);
+    pass[512] = '\0';
+    static const struct { const char *text; int line; const char *msg; } cases[] = {
+        {"instance-name\n", 1, "wrong number of arguments for 'instance-name' (expected 1, got 0)"},
+        {"instance-name a b\n", 1, "wrong number of arguments for 'instance-name' (expected 1, got 2)"},
+        {"instance-name \"\"\n", 1, "instance-name: empty name"},
+        {"instance-name \"web 1\"\n", 1, "instance-name: bad character in 'web 1' (expected printable characters, no blanks)"},
+        {"instance-name \"web\\x01\"\n", 1, "instance-name: bad character in 'web\x01' (expected printable characters, no blanks)"},
+        {"instance-name \"web\\x7f\"\n", 1, "instance-name: bad character in 'web\x7f' (expected printable characters, no blanks)"},
+        {"instance-name \"a\\x00\"\n", 1, "NUL byte in a token"},
+        {"maxclients 5\nupstream-auth\n", 2, "wrong number of arguments for 'upstream-auth' (expected 1 or 2, got 0)"},
+        {"upstream-auth   # none\n", 1, "wrong number of arguments for 'upstream-auth' (expected 1 or 2, got 0)"},
+        {"upstream-auth u s3cret extra\n", 1, "wrong number of arguments for 'upstream-auth' (expected 1 or 2, got 3)"},
+        {"upstream-auth \"\"\n", 1, "upstream-auth: empty password"},
+        {"upstream-auth u \"\"\n", 1, "upstream-auth: empty password"},
+        {"upstream-auth \"\" s3cret\n", 1, "upstream-auth: empty user name"},
+        {"upstream-auth \"s3cret\n", 1, "upstream-auth: malformed argument (not shown: it holds a password)"},
+        {"upstream-auth u \"s3cret\"x\n", 1, "upstream-auth: malformed argument (not shown: it holds a password)"},
+        {"upstream-auth u \"s3\\qcret\"\n", 1, "upstream-auth: malformed argument (not shown: it holds a password)"},
+        {"upstream-auth u \"s3\\x00cret\"\n", 1, "upstream-auth: malformed argument (not shown: it holds a password)"},
+        {"upstream-auht u s3cret\n", 1, "unknown directive 'upstream-auht'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        file_error(cases[i].text, cases[i].line, cases[i].msg);
+        ok(strstr(err + strlen(path), "s3") == NULL, "  the password is not in it");
+    }
+    snprintf(text, sizeof text, "instance-name %s\n", name);
+    file_error(text, 1, "instance-name: name longer than 255 bytes");
+    snprintf(text, sizeof text, "upstream-auth %s s3cret\n", user);
+    file_error(text, 1, "upstream-auth: user name longer than 127 bytes");
+    snprintf(text, sizeof text, "upstream-auth %s\n", pass);
+    file_error(text, 1, "upstream-auth: password longer than 511 bytes");
+    snprintf(text, sizeof text, "upstream-auth u %s\n", pass);
+    file_error(text, 1, "upstream-auth: password longer than 511 bytes");
 
     lp_config c;
     lp_config_defaults(&c);
@@ -350,6 +466,67 @@ static void test_flags(void)
         ok(strstr(usage, names[i]) != NULL, "usage lists %s", names[i]);
 }
 
+/* Runs the lockproxy binary with args; returns its exit status, with stdout and stderr. */
+static int run_binary(const char *args, char *out, size_t outcap, char *errout, size_t errcap)
+{
+    char cmd[1024], opath[] = "/tmp/lp-config-out-XXXXXX", epath[] = "/tmp/lp-config-err-XXXXXX";
+    int ofd = mkstemp(opath), efd = mkstemp(epath);
+    if (ofd < 0 || efd < 0) bail_out("mkstemp failed");
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", LOCKPROXY_BIN, args, opath, epath);
+    int st = system(cmd);
+    ssize_t n = read(ofd, out, outcap - 1);
+    out[n > 0 ? n : 0] = '\0';
+    n = read(efd, errout, errcap - 1);
+    errout[n > 0 ? n : 0] = '\0';
+    close(ofd);
+    close(efd);
+    unlink(opath);
+    unlink(epath);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* lockproxy --check: the settings (password masked), the policy, its warnings on stderr. */
+static void test_check(void)
+{
+    char pol[64], conf[64], args[256], out[4096], errout[4096], want[2048];
+
+    write_tmp("rule lock:* audit ttl=5s\nexempt user ops\nrule job: enforce renew=off max-hold=1m\n");
+    strcpy(pol, path);
+    snprintf(want, sizeof want, "instance-name web-1\nupstream-auth proxy s3cret\npolicy %s\n", pol);
+    write_tmp(want);
+    strcpy(conf, path);
+
+    snprintf(args, sizeof args, "-c '%s' --check", conf);
+    is_int(run_binary(args, out, sizeof out, errout, sizeof errout), 0, "--check with warnings exits 0");
+    snprintf(want, sizeof want,
+             "listen 127.0.0.1:6380\n"
+             "upstream 127.0.0.1:6379\n"
+             "instance-name web-1\n"
+             "upstream-auth proxy ****\n"
+             "policy %s: 2 rule(s)\n"
+             "rule lock:* audit ttl=5s max-ttl=none owner=auto renew=auto max-hold=none\n"
+             "rule job: enforce ttl=30s max-ttl=none owner=auto renew=off max-hold=1m\n"
+             "exempt user ops\n"
+             "configuration OK\n", pol);
+    is_string(out, want, "  stdout: settings, the policy as understood");
+    snprintf(want, sizeof want,
+             "%s:1: warning: prefix 'lock:*' holds '*', which is matched literally (prefixes are not globs)\n"
+             "%s:3: warning: prefix 'job:': max-hold has no effect with renew=off\n", pol, pol);
+    is_string(errout, want, "  stderr: the warnings");
+    ok(strstr(out, "s3cret") == NULL && strstr(errout, "s3cret") == NULL, "  the password is shown nowhere");
+    unlink(pol);
+
+    write_tmp("rule lock: enforce ttl=30\n");
+    strcpy(pol, path);
+    snprintf(args, sizeof args, "-c '%s' --policy '%s' --check", conf, pol);
+    is_int(run_binary(args, out, sizeof out, errout, sizeof errout), 1, "--check with a bad policy exits 1");
+    snprintf(want, sizeof want, "%s:1: bad duration in 'ttl=30' (a unit is needed: e.g. 250ms, 30s, 5m, 1h)\n", pol);
+    is_string(errout, want, "  stderr: the error");
+    ok(strstr(out, "configuration OK") == NULL, "  no 'configuration OK'");
+    unlink(pol);
+    unlink(conf);
+}
+
 static void test_shipped(void)
 {
     lp_config c, d;
@@ -381,8 +558,10 @@ int main(void)
     test_sizes_and_durations();
     test_defaults();
     test_file();
+    test_identity();
     test_file_errors();
     test_flags();
+    test_check();
     test_shipped();
     return 0;
 }

@@ -24,6 +24,19 @@ static int addr_roundtrip(const char *what, const lp_addr *a)
     return 0;
 }
 
+/* lp_config_print() into a malloc'd string. */
+static char *print_config(const lp_config *c, size_t *len)
+{
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    if (f == NULL)
+        abort();
+    lp_config_print(c, f);
+    if (fclose(f) != 0)
+        abort();
+    return text;
+}
+
 int lpf_check_config(const uint8_t *data, size_t size)
 {
     static int fd = -1;
@@ -51,6 +64,29 @@ int lpf_check_config(const uint8_t *data, size_t size)
             rc = fail("config: loaded values out of their bounds");
         if (c.policy_file != NULL && c.policy_file[0] == '\0')
             rc = fail("config: empty policy file name");
+        size_t nl = strnlen(c.instance_name, sizeof(c.instance_name));
+        if (rc == 0 && (nl == 0 || nl == sizeof(c.instance_name)))
+            rc = fail("config: instance-name of %zu bytes", nl);
+        size_t ul = strnlen(c.upstream_user, sizeof(c.upstream_user));
+        size_t pl = strnlen(c.upstream_password, sizeof(c.upstream_password));
+        if (rc == 0 && (ul == sizeof(c.upstream_user) || pl == sizeof(c.upstream_password)))
+            rc = fail("config: upstream-auth not NUL-terminated");
+        if (rc == 0 && c.upstream_password[0] == '\0' && c.upstream_user[0] != '\0')
+            rc = fail("config: upstream-auth user without a password");
+        if (rc == 0 && c.upstream_password[0] != '\0') {
+            /* --check never shows the password: it prints the same with another one. */
+            size_t len1 = 0, len2 = 0;
+            char *shown1 = print_config(&c, &len1);
+            char saved[sizeof(c.upstream_password)];
+            memcpy(saved, c.upstream_password, sizeof(saved));
+            strcpy(c.upstream_password, saved[0] == 'x' ? "y" : "x");
+            char *shown2 = print_config(&c, &len2);
+            memcpy(c.upstream_password, saved, sizeof(saved));
+            if (len1 != len2 || memcmp(shown1, shown2, len1) != 0)
+                rc = fail("config: lp_config_print() shows the upstream password");
+            free(shown1);
+            free(shown2);
+        }
         if (rc == 0)
             rc = addr_roundtrip("listen", &c.listen);
         if (rc == 0)

@@ -30,9 +30,17 @@ static int check_rules(const policy *p)
             return fail("policy: rule %zu has no proper prefix", i);
         if (r->mode != POLICY_OFF && r->mode != POLICY_AUDIT && r->mode != POLICY_ENFORCE)
             return fail("policy: rule %zu has mode %d", i, (int)r->mode);
-        if (r->owner != POLICY_OWNER_CONNECTION && r->owner != POLICY_OWNER_CLIENT_ADDR &&
-            r->owner != POLICY_OWNER_CLIENT_NAME)
+        if (r->owner != POLICY_OWNER_AUTO && r->owner != POLICY_OWNER_CONNECTION &&
+            r->owner != POLICY_OWNER_CLIENT_ADDR && r->owner != POLICY_OWNER_CLIENT_NAME)
             return fail("policy: rule %zu has owner %d", i, (int)r->owner);
+        if (r->renew != POLICY_RENEW_AUTO && r->renew != POLICY_RENEW_ALWAYS &&
+            r->renew != POLICY_RENEW_OFF)
+            return fail("policy: rule %zu has renew %d", i, (int)r->renew);
+        if (r->max_hold_ms < 0)
+            return fail("policy: rule %zu has max-hold %lld", i, r->max_hold_ms);
+        size_t rl = strlen(POLICY_RECORD_PREFIX), n = r->prefix_len < rl ? r->prefix_len : rl;
+        if (memcmp(r->prefix, POLICY_RECORD_PREFIX, n) == 0)
+            return fail("policy: rule %zu's prefix could match the lease records", i);
         if (r->ttl_ms <= 0 || r->max_ttl_ms < 0 || (r->max_ttl_ms > 0 && r->ttl_ms > r->max_ttl_ms))
             return fail("policy: rule %zu has ttl %lld, max-ttl %lld", i, r->ttl_ms, r->max_ttl_ms);
         if (r->line <= prev_line)
@@ -94,7 +102,7 @@ int lpf_check_policy(const uint8_t *data, size_t size)
         const policy_rule *a = policy_rule_at(p, i), *b = policy_rule_at(p2, i);
         if (a->prefix_len != b->prefix_len || memcmp(a->prefix, b->prefix, a->prefix_len) != 0 ||
             a->mode != b->mode || a->ttl_ms != b->ttl_ms || a->max_ttl_ms != b->max_ttl_ms ||
-            a->owner != b->owner)
+            a->owner != b->owner || a->renew != b->renew || a->max_hold_ms != b->max_hold_ms)
             rc = fail("policy: rule %zu changed when printed and parsed back", i);
     }
     if (rc == 0) {
@@ -116,6 +124,17 @@ int lpf_check_policy(const uint8_t *data, size_t size)
     }
     if (rc == 0)
         rc = check_match(p, (const char *)data, size < 64 ? size : 64);
+    if (rc == 0) {
+        /* The warnings: snprintf semantics; the exemption lookups on the raw input. */
+        size_t need = policy_warnings(p, NULL, 0);
+        char *w = xmalloc(need + 1);
+        if (policy_warnings(p, w, need + 1) != need || strlen(w) != need)
+            rc = fail("policy: policy_warnings() gives %zu bytes, then %zu", need, strlen(w));
+        free(w);
+        size_t k = size < 64 ? size : 64;
+        (void)policy_exempt_user(p, (const char *)data, k);
+        (void)policy_exempt_ip(p, (const char *)data, k);
+    }
     free(out1);
     free(out2);
     policy_free(p2);
