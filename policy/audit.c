@@ -378,9 +378,14 @@ static void copy_word(char *dst, size_t cap, const char *src)
 
 /* A window that opened at start is still open at now. A clock that went back closes it, so
  * that nothing is suppressed for longer than one window. */
+static int window_open(int64_t window, int64_t start, int64_t now)
+{
+    return now >= start && (uint64_t)now - (uint64_t)start < (uint64_t)(window > 0 ? window : 0);
+}
+
 static int in_window(const audit_limiter *l, int64_t start, int64_t now)
 {
-    return now >= start && (uint64_t)now - (uint64_t)start < (uint64_t)(l->window > 0 ? l->window : 0);
+    return window_open(l->window, start, now);
 }
 
 int audit_limiter_check(audit_limiter *l, const audit_event *e, int64_t now_ms, uint64_t *suppressed)
@@ -442,11 +447,13 @@ int audit_limiter_check(audit_limiter *l, const audit_event *e, int64_t now_ms, 
     return 1;
 }
 
-size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud)
+/* Forgets identities from the oldest on, while their window is over at now_ms (all of them
+ * with all), reporting their counts; then the count of those forgotten for room. */
+static size_t flush(audit_limiter *l, int64_t now_ms, int all, audit_emit_fn emit, void *ud)
 {
     size_t n = 0;
     if (l == NULL) return 0;
-    while (l->oldest && !in_window(l, l->oldest->window_start, now_ms)) {
+    while (l->oldest && (all || !in_window(l, l->oldest->window_start, now_ms))) {
         ident *s = l->oldest;
         if (s->suppressed > 0 && emit) {
             audit_event e;
@@ -480,3 +487,14 @@ size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit,
     }
     return n;
 }
+
+size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud)
+{
+    return flush(l, now_ms, 0, emit, ud);
+}
+
+size_t audit_limiter_flush_all(audit_limiter *l, audit_emit_fn emit, void *ud)
+{
+    return flush(l, 0, 1, emit, ud);
+}
+

@@ -88,6 +88,12 @@ typedef void (*audit_emit_fn)(void *ud, const audit_event *e, uint64_t suppresse
  * Meant for a periodic timer; costs O(identities forgotten). Returns the number of summaries. */
 size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud);
 
+/* The same for every identity, whether its window is over or not: for shutdown, so that
+ * every suppressed event is counted in the log before it closes (the logged occurrences of
+ * an identity plus the suppressed counts of its lines add up to the events it had). Leaves
+ * the limiter empty. Returns the number of summaries. */
+size_t audit_limiter_flush_all(audit_limiter *l, audit_emit_fn emit, void *ud);
+
 /* Number of identities tracked now. */
 size_t audit_limiter_count(const audit_limiter *l);
 

@@ -1,6 +1,6 @@
 /* Audit events: the JSON line (every field, optional ones, timestamps, escaping of binary
  * keys, truncation, the token hash, buffer bounds) and the rate limiter (windows, suppressed
- * counts, identities, the bound, flushing). Every line produced is checked with a small
+ * counts, identities, the bound, flushing, flushing everything at shutdown). Every line produced is checked with a small
  * strict JSON checker here, and with python3's json module when python3 is installed. */
 #include "tap.h"
 
@@ -545,6 +545,50 @@ static void test_limiter_bound_and_flush(void)
     audit_limiter_free(l);
 }
 
+/* flush_all: every count now, whatever the windows (shutdown). */
+static void test_limiter_flush_all(void)
+{
+    uint64_t sup;
+    emitted em;
+    audit_limiter *l = audit_limiter_new(1000, 2);
+    audit_event a = ev("setnx_no_ttl", "lock:x", "10.0.0.1:1");
+    audit_event b = ev("setnx_no_ttl", "lock:y", "10.0.0.1:1");
+    audit_event c = ev("setnx_no_ttl", "lock:z", "10.0.0.1:1");
+    int logged = 0;
+    uint64_t counted = 0;
+    for (int i = 0; i < 200; i++) {
+        logged += audit_limiter_check(l, &a, 100 + i, &sup);
+        counted += sup;
+    }
+    is_int(logged, 1, "200 identical events in a window: 1 logged");
+    audit_limiter_check(l, &b, 150, &sup);                 /* logged, nothing suppressed */
+    audit_limiter_check(l, &c, 160, &sup);                 /* forgets a with its 199 */
+    audit_limiter_check(l, &c, 161, &sup);
+    audit_limiter_check(l, &c, 162, &sup);
+
+    memset(&em, 0, sizeof(em));
+    is_int((long long)audit_limiter_flush_all(l, on_emit, &em), 2, "flush_all inside the windows: two summaries");
+    is_int(em.n, 2, "  emitted twice (b had nothing suppressed)");
+    is_int((long long)em.suppressed[0], 2, "  c first, with its 2");
+    is_int((long long)em.suppressed[1], 199, "  then the forgotten a's 199 as audit_suppressed");
+    is_string(em.event, "audit_suppressed", "  (the last summary)");
+    is_int((long long)(logged + counted + em.suppressed[1]), 200, "  1 logged + 199 counted = 200");
+    is_int((long long)audit_limiter_count(l), 0, "  nothing tracked afterwards");
+    memset(&em, 0, sizeof(em));
+    is_int((long long)audit_limiter_flush_all(l, on_emit, &em), 0, "flush_all again: nothing");
+    is_int(audit_limiter_check(l, &a, 600, &sup), 1, "  an identity after it opens a new window");
+    audit_limiter_check(l, &a, 601, &sup);
+    audit_limiter_check(l, &a, 602, &sup);
+    memset(&em, 0, sizeof(em));
+    audit_limiter_flush_all(l, on_emit, &em);
+    is_int(em.n, 1, "  flush_all reports it");
+    is_string(em.event, "setnx_no_ttl", "  as its own event");
+    is_string(em.detail, "rate-limited", "  rate-limited");
+    is_int((long long)em.suppressed[0], 2, "  with its 2");
+    audit_limiter_free(l);
+    is_int((long long)audit_limiter_flush_all(NULL, on_emit, &em), 0, "flush_all(NULL): 0");
+}
+
 /* Runs python3 over every line produced, when python3 exists. */
 static void check_with_python(const char *path)
 {
@@ -588,6 +632,7 @@ int main(void)
     test_truncation();
     test_limiter();
     test_limiter_bound_and_flush();
+    test_limiter_flush_all();
     if (all_lines) {
         fclose(all_lines);
         check_with_python(path);
