@@ -38,7 +38,7 @@ void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 /* Records how Redis will answer one framed request that goes to it as it is, and acts on
  * the verdict: tracking lost, a hold until an AUTH's reply, QUIT. */
 static void account_request(session *s, const resp_request *r) {
-    pair_req v = pairing_request(&s->pg, r);
+    pair_req v = pairing_request(&s->pg, r, NULL);     /* NULL: pairing looks the name up */
     if (v.multi_begins) {
         free(s->multi_setnx);
         s->multi_setnx = NULL;
