@@ -176,6 +176,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
                     s->rep.errstr ? s->rep.errstr : "?");
             sess_emit(s, &s->to_client, b, start, off - start);
             s->up_gone = 1;
+            s->client_stop = 1;
             s->close_when_flushed = 1;
             return;
         }
