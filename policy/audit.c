@@ -378,9 +378,14 @@ static void copy_word(char *dst, size_t cap, const char *src)
 
 /* A window that opened at start is still open at now. A clock that went back closes it, so
  * that nothing is suppressed for longer than one window. */
+static int window_open(int64_t window, int64_t start, int64_t now)
+{
+    return now >= start && (uint64_t)now - (uint64_t)start < (uint64_t)(window > 0 ? window : 0);
+}
+
 static int in_window(const audit_limiter *l, int64_t start, int64_t now)
 {
-    return now >= start && (uint64_t)now - (uint64_t)start < (uint64_t)(l->window > 0 ? l->window : 0);
+    return window_open(l->window, start, now);
 }
 
 int audit_limiter_check(audit_limiter *l, const audit_event *e, int64_t now_ms, uint64_t *suppressed)
@@ -442,11 +447,13 @@ int audit_limiter_check(audit_limiter *l, const audit_event *e, int64_t now_ms, 
     return 1;
 }
 
-size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud)
+/* Forgets identities from the oldest on, while their window is over at now_ms (all of them
+ * with all), reporting their counts; then the count of those forgotten for room. */
+static size_t flush(audit_limiter *l, int64_t now_ms, int all, audit_emit_fn emit, void *ud)
 {
     size_t n = 0;
     if (l == NULL) return 0;
-    while (l->oldest && !in_window(l, l->oldest->window_start, now_ms)) {
+    while (l->oldest && (all || !in_window(l, l->oldest->window_start, now_ms))) {
         ident *s = l->oldest;
         if (s->suppressed > 0 && emit) {
             audit_event e;
@@ -479,4 +486,138 @@ size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit,
         l->lost = 0;
     }
     return n;
+}
+
+size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud)
+{
+    return flush(l, now_ms, 0, emit, ud);
+}
+
+size_t audit_limiter_flush_all(audit_limiter *l, audit_emit_fn emit, void *ud)
+{
+    return flush(l, 0, 1, emit, ud);
+}
+
+/* ---- once per window ----
+ * The same shape as the limiter: a chained hash table with a fixed bucket array, and a FIFO
+ * of the keys in the order their current window opened (the oldest first: the one to forget
+ * when full, and where expired keys are found). */
+
+typedef struct once_key {
+    uint64_t hash;
+    struct once_key *hnext;
+    struct once_key *older, *newer;
+    int64_t window_start;
+    size_t len;
+    unsigned char key[];
+} once_key;
+
+struct audit_once {
+    int64_t window;
+    size_t max, count;
+    once_key **buckets;
+    size_t nbuckets;
+    once_key *oldest, *newest;
+    uint64_t seed;
+};
+
+audit_once *audit_once_new(size_t max_entries, int64_t window_ms)
+{
+    static uint64_t counter;
+    audit_once *o = calloc(1, sizeof(*o));
+    if (o == NULL) return NULL;
+    o->window = window_ms;
+    o->max = max_entries ? max_entries : 1;
+    o->nbuckets = 16;
+    while (o->nbuckets < o->max && o->nbuckets < ((size_t)1 << 30)) o->nbuckets *= 2;
+    o->buckets = calloc(o->nbuckets, sizeof(*o->buckets));
+    if (o->buckets == NULL) {
+        free(o);
+        return NULL;
+    }
+    o->seed = lp_fnv1a(LP_FNV1A_OFFSET ^ (uint64_t)(uintptr_t)o, &counter, sizeof(counter));
+    counter++;
+    return o;
+}
+
+void audit_once_free(audit_once *o)
+{
+    if (o == NULL) return;
+    once_key *k = o->oldest;
+    while (k) {
+        once_key *next = k->newer;
+        free(k);
+        k = next;
+    }
+    free(o->buckets);
+    free(o);
+}
+
+size_t audit_once_count(const audit_once *o)
+{
+    return o ? o->count : 0;
+}
+
+static void once_unlink(audit_once *o, once_key *k)
+{
+    if (k->older) k->older->newer = k->newer;
+    else o->oldest = k->newer;
+    if (k->newer) k->newer->older = k->older;
+    else o->newest = k->older;
+    k->older = k->newer = NULL;
+}
+
+static void once_append(audit_once *o, once_key *k)
+{
+    k->older = o->newest;
+    k->newer = NULL;
+    if (o->newest) o->newest->newer = k;
+    else o->oldest = k;
+    o->newest = k;
+}
+
+static void once_forget(audit_once *o, once_key *k)
+{
+    once_key **pk = &o->buckets[k->hash & (o->nbuckets - 1)];
+    while (*pk != k) pk = &(*pk)->hnext;
+    *pk = k->hnext;
+    once_unlink(o, k);
+    o->count--;
+    free(k);
+}
+
+int audit_once_check(audit_once *o, const void *key, size_t len, int64_t now_ms)
+{
+    if (o == NULL) return 1;
+    if (key == NULL) len = 0;
+    /* Keys whose window is over are of no more use: forget them from the oldest on. */
+    while (o->oldest && !window_open(o->window, o->oldest->window_start, now_ms)) once_forget(o, o->oldest);
+
+    uint64_t h = lp_fnv1a(LP_FNV1A_OFFSET ^ o->seed, key, len);
+    h ^= h >> 29;
+    for (once_key *k = o->buckets[h & (o->nbuckets - 1)]; k; k = k->hnext) {
+        if (k->hash != h || k->len != len || (len && memcmp(k->key, key, len) != 0)) continue;
+        if (window_open(o->window, k->window_start, now_ms)) return 0;
+        /* Not reached after the sweep above, unless the FIFO order and the clock disagree
+         * (a clock that went back): a new window. */
+        k->window_start = now_ms;
+        once_unlink(o, k);
+        once_append(o, k);
+        return 1;
+    }
+
+    if (o->count >= o->max) once_forget(o, o->oldest);
+    once_key *k = malloc(sizeof(*k) + (len ? len : 1));
+    if (k == NULL) return 1;
+    memset(k, 0, sizeof(*k));
+    k->hash = h;
+    k->len = len;
+    if (len) memcpy(k->key, key, len);
+    k->window_start = now_ms;
+    once_key **b = &o->buckets[h & (o->nbuckets - 1)];
+    k->hnext = *b;
+    *b = k;
+    once_append(o, k);
+    o->count++;
+    return 1;
 }

@@ -88,7 +88,38 @@ typedef void (*audit_emit_fn)(void *ud, const audit_event *e, uint64_t suppresse
  * Meant for a periodic timer; costs O(identities forgotten). Returns the number of summaries. */
 size_t audit_limiter_flush(audit_limiter *l, int64_t now_ms, audit_emit_fn emit, void *ud);
 
+/* The same for every identity, whether its window is over or not: for shutdown, so that
+ * every suppressed event is counted in the log before it closes (the logged occurrences of
+ * an identity plus the suppressed counts of its lines add up to the events it had). Leaves
+ * the limiter empty. Returns the number of summaries. */
+size_t audit_limiter_flush_all(audit_limiter *l, audit_emit_fn emit, void *ud);
+
 /* Number of identities tracked now. */
 size_t audit_limiter_count(const audit_limiter *l);
+
+/* ---- once per window ----
+ * A bounded set of recently seen keys, for an event worth logging once per key and window
+ * rather than once per occurrence (script_lock, keyed by script SHA1 + rule + client IP, once
+ * an hour). A key's first check opens a window of window_ms and answers 1; checks inside the
+ * window answer 0; the first check after it answers 1 and opens a new window. Keys are
+ * compared as bytes (any length, NUL bytes included) and copied.
+ * At most max_entries keys are remembered: when full, the key whose window opened first is
+ * forgotten, so under a flood of distinct keys a key can be reported again before its window
+ * is over, never less often. Keys whose window is over are forgotten as later checks pass
+ * them. Memory: about 64 bytes plus the key's length per key remembered. */
+typedef struct audit_once audit_once;
+
+/* Returns NULL when out of memory. max_entries 0 is taken as 1. */
+audit_once *audit_once_new(size_t max_entries, int64_t window_ms);
+/* Accepts NULL. */
+void audit_once_free(audit_once *o);
+
+/* 1 when key[0..len) has not been seen within the window ending at now_ms (a monotonic
+ * clock; one that went back ends the window), 0 when it has. A NULL table, or no memory to
+ * remember a new key, answers 1. O(1) average. */
+int audit_once_check(audit_once *o, const void *key, size_t len, int64_t now_ms);
+
+/* Number of keys remembered now. */
+size_t audit_once_count(const audit_once *o);
 
 #endif

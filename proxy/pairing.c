@@ -153,35 +153,27 @@ static void set_name(lp_pairing *p, const char *name, size_t len) {
 
 /* ---- requests ---- */
 
-/* How many replies a subscribe-family command gets, or -1 when it is not one. */
-static int sub_command(const resp_request *r, uint8_t *family, int *unsub) {
-    const resp_arg *a = &r->argv[0];
-    static const struct { const char *name; uint8_t family; int unsub; } t[] = {
-        {"subscribe", SUB_CHANNEL, 0}, {"psubscribe", SUB_PATTERN, 0}, {"ssubscribe", SUB_SHARD, 0},
-        {"unsubscribe", SUB_CHANNEL, 1}, {"punsubscribe", SUB_PATTERN, 1}, {"sunsubscribe", SUB_SHARD, 1},
-    };
-    if (a->len < 9 || a->len > 12) return -1;
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        if (resp_arg_is(a, t[i].name)) {
-            *family = t[i].family;
-            *unsub = t[i].unsub;
-            return r->argc - 1;
-        }
+/* How many replies a subscribe-family command gets, or -1 when c is not one. */
+static int sub_command(const resp_request *r, const resp_command *c, uint8_t *family, int *unsub) {
+    switch (c->id) {
+    case CMD_SUBSCRIBE: *family = SUB_CHANNEL; *unsub = 0; break;
+    case CMD_PSUBSCRIBE: *family = SUB_PATTERN; *unsub = 0; break;
+    case CMD_SSUBSCRIBE: *family = SUB_SHARD; *unsub = 0; break;
+    case CMD_UNSUBSCRIBE: *family = SUB_CHANNEL; *unsub = 1; break;
+    case CMD_PUNSUBSCRIBE: *family = SUB_PATTERN; *unsub = 1; break;
+    case CMD_SUNSUBSCRIBE: *family = SUB_SHARD; *unsub = 1; break;
+    default: return -1;
     }
-    return -1;
+    return r->argc - 1;
 }
 
 /* Commands that may wait on other clients, outside MULTI: BLPOP and friends, WAIT,
- * XREAD/XREADGROUP with BLOCK. */
-static int is_blocking(const resp_request *r) {
-    static const char *names[] = {"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin",
-                                  "bzpopmax", "bzmpop", "wait", "waitaof"};
-    const resp_arg *a = &r->argv[0];
-    if (a->len == 0 || (a->ptr[0] | 0x20) == 'b' || (a->ptr[0] | 0x20) == 'w') {
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-            if (resp_arg_is(a, names[i])) return 1;
-    }
-    if (resp_arg_is(a, "xread") || resp_arg_is(a, "xreadgroup"))
+ * XREAD/XREADGROUP with BLOCK. An argument "block" anywhere counts, also after STREAMS
+ * (where resp_command_blocks() stops looking): the proxy has always erred on the side of
+ * blocking there, and this keeps it so. */
+static int is_blocking(const resp_request *r, const resp_command *c) {
+    if (c->flags & CMDF_BLOCKING) return 1;
+    if (c->flags & CMDF_BLOCKING_MAYBE)
         for (int i = 1; i < r->argc; i++)
             if (resp_arg_is(&r->argv[i], "block")) return 1;
     return 0;
@@ -243,14 +235,14 @@ static void client_reply(lp_pairing *p, const resp_arg *mode, int silent) {
     }
 }
 
-/* EXEC or DISCARD: the transaction ends. Returns 1 when its reply is accounted for here
- * (an EXEC with rewritten commands, or tracking lost), 0 when it answers as any command. */
-static int end_multi(lp_pairing *p, const resp_arg *cmd, int silent, pair_req *v) {
+/* EXEC (exec 1) or DISCARD: the transaction ends. Returns 1 when its reply is accounted for
+ * here (an EXEC with rewritten commands, or tracking lost), 0 when it answers as any command. */
+static int end_multi(lp_pairing *p, int exec, int silent, pair_req *v) {
     multi_op *m = p->mops;
     int nm = p->nmops;
     p->mops = NULL;
     p->nmops = 0;
-    int exec = resp_arg_is(cmd, "exec"), was_multi = p->in_multi, sub = p->multi_sub;
+    int was_multi = p->in_multi, sub = p->multi_sub;
     p->in_multi = 0;
     p->multi_sub = 0;
     if (exec && sub && was_multi) {
@@ -283,25 +275,25 @@ static void hello_request(lp_pairing *p, const resp_request *r, pair_req *v) {
 }
 
 /* A CONFIG SET or an ACL change may change who must authenticate. */
-static int changes_auth(const resp_request *r) {
-    const resp_arg *cmd = &r->argv[0];
+static int changes_auth(const resp_request *r, const resp_command *c) {
     if (r->argc < 2) return 0;
-    if (resp_arg_is(cmd, "config")) return resp_arg_is(&r->argv[1], "set");
-    return resp_arg_is(cmd, "acl") && (resp_arg_is(&r->argv[1], "setuser") ||
-                                       resp_arg_is(&r->argv[1], "deluser") || resp_arg_is(&r->argv[1], "load"));
+    const resp_arg *sub = &r->argv[1];
+    if (c->id == CMD_CONFIG) return resp_arg_is(sub, "set");
+    return c->id == CMD_ACL &&
+           (resp_arg_is(sub, "setuser") || resp_arg_is(sub, "deluser") || resp_arg_is(sub, "load"));
 }
 
 /* Any other command outside MULTI. AUTH, SELECT, SETNAME, blocking commands, auth changes
  * and (while the client may be unauthenticated) every command get an entry of their own:
  * their replies teach the proxy something. */
-static void plain_request(lp_pairing *p, const resp_request *r, const resp_arg *setname, pair_req *v) {
-    const resp_arg *cmd = &r->argv[0];
-    int is_auth = resp_arg_is(cmd, "auth");
-    int is_quit = resp_arg_is(cmd, "quit");
-    int blocking = is_blocking(r);
-    int reprobe = changes_auth(r);
+static void plain_request(lp_pairing *p, const resp_request *r, const resp_command *c, const resp_arg *setname,
+                          pair_req *v) {
+    int is_auth = c->id == CMD_AUTH;
+    int is_quit = c->id == CMD_QUIT;
+    int blocking = is_blocking(r, c);
+    int reprobe = changes_auth(r, c);
     long long db = -1;
-    if (resp_arg_is(cmd, "select") && r->argc == 2 &&
+    if (c->id == CMD_SELECT && r->argc == 2 &&
         (!resp_parse_ll(r->argv[1].ptr, r->argv[1].len, &db) || db < 0 || db > INT32_MAX))
         db = -1;
     if (!is_auth && !blocking && db < 0 && p->authed && setname == NULL && !reprobe) {
@@ -324,8 +316,8 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_arg *
 
 /* Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
  * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
- * and RESET. */
-pair_req pairing_request(lp_pairing *p, const resp_request *r) {
+ * and RESET (CMDF_NO_QUEUE). */
+pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_command *c) {
     pair_req v;
     memset(&v, 0, sizeof(v));
     int silent = pairing_silent(p);
@@ -333,12 +325,12 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r) {
      * REPLY SKIP below starts one for the next frame. */
     p->skip_cur = 0;
     if (r->argc == 0 || p->raw) return v;
+    if (c == NULL) c = resp_command_lookup(&r->argv[0]);
 
-    const resp_arg *cmd = &r->argv[0];
-    int is_client = resp_arg_is(cmd, "client") && r->argc == 3;
-    int immediate = !p->in_multi || resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard") ||
-                    resp_arg_is(cmd, "multi") || resp_arg_is(cmd, "watch") ||
-                    resp_arg_is(cmd, "quit") || resp_arg_is(cmd, "reset");
+    int is_client = c->id == CMD_CLIENT && r->argc == 3;
+    int immediate = !p->in_multi || (c->flags & CMDF_NO_QUEUE);
+    uint8_t fam;
+    int unsub;
 
     if (is_client && resp_arg_is(&r->argv[1], "reply")) {
         if (!immediate) v.lost = "CLIENT REPLY inside MULTI";
@@ -346,9 +338,7 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r) {
         return v;
     }
     if (!immediate) {
-        uint8_t fam;
-        int unsub;
-        if (sub_command(r, &fam, &unsub) >= 0 || resp_arg_is(cmd, "hello") || resp_arg_is(cmd, "monitor"))
+        if (sub_command(r, c, &fam, &unsub) >= 0 || c->id == CMD_HELLO || c->id == CMD_MONITOR)
             p->multi_sub = 1;
         p->multi_count++;
         if (!silent) pairing_expect(p, 1);
@@ -363,19 +353,24 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r) {
         setname = &r->argv[2];
     }
 
-    if (resp_arg_is(cmd, "multi")) {
+    switch (c->id) {
+    case CMD_MULTI:
         if (!p->in_multi) {
             p->multi_count = 0;
             v.multi_begins = 1;
         }
         p->in_multi = 1;
-    } else if (resp_arg_is(cmd, "exec") || resp_arg_is(cmd, "discard")) {
-        if (end_multi(p, cmd, silent, &v)) return v;
-    } else if (resp_arg_is(cmd, "quit")) {
+        break;
+    case CMD_EXEC:
+    case CMD_DISCARD:
+        if (end_multi(p, c->id == CMD_EXEC, silent, &v)) return v;
+        break;
+    case CMD_QUIT:
         /* Redis answers +OK and closes; nothing after it runs. Silenced, it never closes. */
         if (silent) v.discard = 1;
         else v.quit = 1;
-    } else if (resp_arg_is(cmd, "reset")) {
+        break;
+    case CMD_RESET:
         p->in_multi = p->multi_sub = p->reply_off = p->skip_cur = 0;
         free_mops(p->mops, p->nmops);
         p->mops = NULL;
@@ -383,17 +378,15 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r) {
         set_name(p, NULL, 0);
         if (!silent) pairing_push(p, PEND_RESET);
         return v;
-    } else if (resp_arg_is(cmd, "hello")) {
+    case CMD_HELLO:
         if (silent) v.lost = "HELLO with CLIENT REPLY OFF/SKIP";
         else hello_request(p, r, &v);
         return v;
-    } else if (resp_arg_is(cmd, "monitor")) {
+    case CMD_MONITOR:
         if (!silent) pairing_push(p, PEND_MONITOR);
         return v;
-    } else {
-        uint8_t fam;
-        int unsub;
-        int n = sub_command(r, &fam, &unsub);
+    default: {
+        int n = sub_command(r, c, &fam, &unsub);
         if (n >= 0) {
             if (silent) { v.lost = "subscribe-family command with CLIENT REPLY OFF/SKIP"; return v; }
             if (n == 0 && !unsub) { pairing_expect(p, 1); return v; }   /* arity error */
@@ -402,8 +395,10 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r) {
             e->n = (uint32_t)n;    /* 0: one reply per current subscription, at least one */
             return v;
         }
+        break;
     }
-    if (!silent) plain_request(p, r, setname, &v);
+    }
+    if (!silent) plain_request(p, r, c, setname, &v);
     return v;
 }
 

@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include "resp/request.h"
 #include "resp/reply.h"
+#include "resp/command.h"
 #include "policy/lock.h"
 
 enum pend_kind {
@@ -107,8 +108,10 @@ typedef struct pair_req {
 } pair_req;
 
 /* Accounts for one framed request that goes to Redis as it is (the frame is forwarded
- * whatever the verdict). */
-pair_req pairing_request(lp_pairing *p, const resp_request *r);
+ * whatever the verdict). c is the command table's entry for its name,
+ * resp_command_lookup(&r->argv[0]), when the caller has looked it up already; NULL: looked up
+ * here. Subcommands (CLIENT REPLY, CONFIG SET, ACL SETUSER, ...) are read from argv[1]. */
+pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_command *c);
 
 /* 1 when the next request's reply is silenced by CLIENT REPLY OFF/SKIP. */
 static inline int pairing_silent(const lp_pairing *p) { return p->reply_off || p->skip_cur; }

@@ -1,4 +1,4 @@
-/* The listener, signals and shutdown. Sessions live in conn.c. */
+/* The listener, signals and shutdown. Sessions live in session.c. */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -297,7 +297,12 @@ int proxy_run(const lp_config *cfg) {
     lp_logf("listening on %s, upstream %s, %zu lock rule(s)", l, u, px.policy ? policy_count(px.policy) : (size_t)0);
 
     uv_run(px.loop, UV_RUN_DEFAULT);
+    /* Every session has gone, so no event comes after this: the counts the rate limiter
+     * still holds go out as summary lines (the sweep timer would have written them a
+     * second later), then the log is written out and closed. */
+    audit_limiter_flush_all(px.limiter, audit_summary, &px);
     if (px.audit) lp_auditlog_close(px.audit);
+    px.audit = NULL;
     uv_run(px.loop, UV_RUN_DEFAULT);
     uv_loop_close(px.loop);
     policy_free(px.policy);

@@ -13,10 +13,7 @@ static void drain_locals(session *s) {
     pend *p;
     while ((p = pairing_head(&s->pg)) != NULL && p->kind == PEND_LOCAL) {
         sess_emit_copy(s, &s->to_client, p->local, p->local_len);
-        if (p->close_after) {
-            s->client_stop = 1;
-            s->close_when_flushed = 1;
-        }
+        if (p->close_after) sess_client_to(s, CL_FLUSH_CLOSE);
         pairing_pop(&s->pg);
     }
 }
@@ -203,8 +200,8 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
             lp_logf("closing client=%s: upstream sent bytes that are not RESP (%s)", s->peer,
                     s->rep.errstr ? s->rep.errstr : "?");
             sess_emit(s, &s->to_client, b, start, off - start);
-            s->up_gone = 1;
-            s->close_when_flushed = 1;
+            s->up_state = UP_GONE;
+            sess_client_to(s, CL_FLUSH_CLOSE);
             return;
         }
         s->rep_mid = 0;
@@ -223,9 +220,8 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
 /* The upstream is gone: every request still waiting gets an error line, then the client is
  * closed. When Redis itself closed after a protocol error, or mid-reply, it just closes. */
 void sess_upstream_lost(session *s, const char *why) {
-    s->up_gone = 1;
-    s->client_stop = 1;
-    s->close_when_flushed = 1;
+    s->up_state = UP_GONE;
+    sess_client_to(s, CL_FLUSH_CLOSE);
     if (s->pg.raw || s->rep_mid || s->pg.last_protocol_error) return;
     char line[200];
     int n = snprintf(line, sizeof(line), UPSTREAM_ERR_FMT, why);
@@ -257,9 +253,9 @@ void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     s->rin->len += (size_t)nread;
     process_upstream_input(s, off, (size_t)nread);
     /* A rewritten command held the requests behind it: go on with them. */
-    if (!s->hold && !s->closing && s->in != NULL && s->in_start < s->in->len && !s->client_stop && !s->discard)
+    if (!s->hold && !s->closing && s->in != NULL && s->in_start < s->in->len && s->client_state == CL_READING)
         sess_process_client_input(s);
-    if (s->eof_seen && !s->hold && !s->closing && !s->client_stop) sess_client_eof(s);
+    if (s->eof_seen && !s->hold && !s->closing && s->client_state < CL_STOPPED) sess_client_eof(s);
     /* Writes hold what they need; an idle session keeps no read block. */
     lp_block_unref(s->rin);
     s->rin = NULL;

@@ -38,7 +38,7 @@ void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 /* Records how Redis will answer one framed request that goes to it as it is, and acts on
  * the verdict: tracking lost, a hold until an AUTH's reply, QUIT. */
 static void account_request(session *s, const resp_request *r) {
-    pair_req v = pairing_request(&s->pg, r);
+    pair_req v = pairing_request(&s->pg, r, NULL);     /* NULL: pairing looks the name up */
     if (v.multi_begins) {
         free(s->multi_setnx);
         s->multi_setnx = NULL;
@@ -46,8 +46,8 @@ static void account_request(session *s, const resp_request *r) {
     }
     if (v.lost) sess_lose_tracking(s, v.lost);
     if (v.hold) s->hold = 1;
-    if (v.quit) s->client_stop = 1;
-    if (v.discard) s->discard = 1;
+    if (v.quit) sess_client_to(s, CL_STOPPED);
+    if (v.discard) sess_client_to(s, CL_DISCARDING);
 }
 
 /* Fills in what policy/lock.c needs to know about the client. */
@@ -169,32 +169,30 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
 void sess_process_client_input(session *s) {
     lp_block *b = s->in;
     size_t fwd_start = s->in_start, pos = s->in_start;
-    while (!s->client_stop && !s->discard && !s->closing && !s->hold) {
+    while (s->client_state == CL_READING && !s->closing && !s->hold) {
         size_t framelen;
         s->req.unauthenticated = preauth_limits(s);
         resp_status st = resp_request_parse(&s->req, b->data + pos, b->len - pos, &framelen);
         if (st == RESP_AGAIN) break;
         if (st == RESP_ERROR) {
-            if (pos > fwd_start && !s->up_failed) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+            if (pos > fwd_start && s->up_state != UP_FAILED) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
             fwd_start = pos = b->len;
             if (pairing_silent(&s->pg)) {
                 /* Redis closes "after the reply": with nothing left to write it never does,
                  * and ignores what the client sends. */
-                if (s->pg.qlen > 0 && !s->pg.raw) s->client_stop = 1;
-                else s->discard = 1;
+                sess_client_to(s, s->pg.qlen > 0 && !s->pg.raw ? CL_STOPPED : CL_DISCARDING);
             } else if (s->pg.raw) {
                 lp_block *e = lp_block_copy(s->req.errstr, s->req.errlen);
                 sess_emit(s, &s->to_client, e, 0, e->len);
                 lp_block_unref(e);
-                s->client_stop = 1;
-                s->close_when_flushed = 1;
+                sess_client_to(s, CL_FLUSH_CLOSE);
             } else {
                 sess_queue_local(s, s->req.errstr, s->req.errlen, 1);
-                s->client_stop = 1;
+                sess_client_to(s, CL_STOPPED);
             }
             break;
         }
-        if (s->up_failed) {
+        if (s->up_state == UP_FAILED) {
             if (s->req.argc > 0) {
                 char line[160];
                 int n = snprintf(line, sizeof(line), UPSTREAM_ERR_FMT, s->fail_why[0] ? s->fail_why : "connect failed");
@@ -231,9 +229,9 @@ void sess_process_client_input(session *s) {
         account_request(s, &s->req);
         pos += framelen;
     }
-    if (pos > fwd_start && !s->up_failed) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+    if (pos > fwd_start && s->up_state != UP_FAILED) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
     s->in_start = pos;
-    if (s->in_start == b->len || s->client_stop || s->discard) {
+    if (s->in_start == b->len || s->client_state != CL_READING) {
         /* Nothing of a frame in progress: drop our reference (writes keep theirs). */
         lp_block_unref(b);
         s->in = NULL;
@@ -242,10 +240,7 @@ void sess_process_client_input(session *s) {
         lp_logf("closing client=%s: query buffer over client-query-buffer-limit", s->peer);
         session_close(s);
     }
-    if (s->up_failed) {
-        s->client_stop = 1;
-        s->close_when_flushed = 1;
-    }
+    if (s->up_state == UP_FAILED) sess_client_to(s, CL_FLUSH_CLOSE);
 }
 
 void sess_client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
@@ -274,8 +269,7 @@ void sess_client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
  * read, frees the client and closes; replies on the way still reach a client that only
  * half-closed. A frame still incomplete is dropped, as Redis drops it. */
 void sess_client_eof(session *s) {
-    s->client_stop = 1;
-    s->got_eof = 1;
+    sess_client_to(s, CL_HALF_CLOSED);
     lp_block_unref(s->in);
     s->in = NULL;
     sess_eof_progress(s);

@@ -12,7 +12,7 @@
  * does not block waits at the head of the queue. */
 static void upstream_timeout_cb(uv_timer_t *t) {
     session *s = t->data;
-    if (s->closing || s->up_gone || !s->up_connected) return;
+    if (s->closing || !sess_up_open(s)) return;
     lp_logf("upstream silent for %lld ms with a request pending, client=%s: closing",
             s->px->cfg->upstream_timeout_ms, s->peer);
     sess_upstream_lost(s, "upstream timeout");
@@ -24,7 +24,7 @@ static void upstream_timeout_cb(uv_timer_t *t) {
 
 void sess_arm_upstream_timer(session *s, int restart) {
     long long ms = s->px->cfg->upstream_timeout_ms;
-    if (ms <= 0 || !s->up_connected || s->up_gone || s->closing) return;
+    if (ms <= 0 || !sess_up_open(s) || s->closing) return;
     pend *h = pairing_head(&s->pg);
     int want = h != NULL && !h->blocking && h->kind != PEND_LOCAL && !s->pg.raw && !s->pg.monitor;
     if (!want) {
@@ -39,8 +39,9 @@ void sess_arm_upstream_timer(session *s, int restart) {
 void sess_maybe_finish(session *s) {
     if (s->closing) return;
     if (s->client_writes > 0 || s->to_client.w != NULL) return;
-    if (s->close_when_flushed) { session_close(s); return; }
-    if (s->client_stop && ((s->pg.qlen == 0 && !s->pg.raw) || s->up_gone)) session_close(s);
+    if (s->client_state == CL_FLUSH_CLOSE) { session_close(s); return; }
+    if (s->client_state >= CL_STOPPED && ((s->pg.qlen == 0 && !s->pg.raw) || s->up_state == UP_GONE))
+        session_close(s);
 }
 
 /* After the client's EOF the replies still due are delivered and the session closes once
@@ -48,11 +49,11 @@ void sess_maybe_finish(session *s) {
  * is the half-close passed on to Redis, which then frees the client as for a direct one.
  * (Redis itself drops unwritten output when it reads EOF: the proxy delivers more.) */
 void sess_eof_progress(session *s) {
-    if (!s->got_eof || s->up_shut || !s->up_connected || s->up_gone || s->closing) return;
+    if (s->client_state != CL_HALF_CLOSED || s->up_state != UP_CONNECTED || s->closing) return;
     pend *h = pairing_head(&s->pg);
     if (!s->pg.raw && (h == NULL || !h->blocking)) return;
-    s->up_shut = 1;
-    if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_gone = 1;
+    s->up_state = UP_SHUT;
+    if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_state = UP_GONE;
 }
 
 /* ---- connecting ---- */
@@ -93,7 +94,7 @@ static void connect_failed(session *s, const char *why) {
                 (unsigned long long)px->connect_failures);
         px->last_connect_log = now;
     }
-    s->up_failed = 1;
+    s->up_state = UP_FAILED;
     /* Answer what the client sends with an error line, then close; a client that sends
      * nothing is closed after connect-timeout. */
     uv_timer_start(&s->timer, idle_close_cb, (uint64_t)s->px->cfg->connect_timeout_ms, 0);
@@ -108,7 +109,7 @@ static void connect_cb(uv_connect_t *req, int status) {
         connect_failed(s, status == UV_ECANCELED ? "connect timeout" : uv_strerror(status));
         return;
     }
-    s->up_connected = 1;
+    s->up_state = UP_CONNECTED;
     if (s->up.handle.type == UV_TCP) uv_tcp_nodelay(&s->up.tcp, 1);
     sess_update_reading(s);
 }
@@ -116,7 +117,7 @@ static void connect_cb(uv_connect_t *req, int status) {
 /* Closing the handle cancels the connect: connect_cb then sees UV_ECANCELED. */
 static void connect_timeout_cb(uv_timer_t *t) {
     session *s = t->data;
-    if (s->up_connected || s->closing) return;
+    if (s->up_state != UP_CONNECTING || s->closing) return;
     close_handle(&s->up.handle);
 }
 
@@ -135,7 +136,7 @@ void session_close(session *s) {
 }
 
 void session_drain(session *s) {
-    s->client_stop = 1;
+    sess_client_to(s, CL_STOPPED);
     sess_update_reading(s);
     sess_maybe_finish(s);
 }
@@ -187,7 +188,7 @@ int session_start(proxy *px) {
 
     int rc = uv_accept(&px->listener.stream, &s->client.stream);
     if (rc < 0) {
-        s->client_stop = 1;
+        sess_client_to(s, CL_STOPPED);
         session_close(s);
         return rc;
     }
@@ -201,9 +202,8 @@ int session_start(proxy *px) {
         lp_block *e = lp_block_copy(full, sizeof(full) - 1);
         sess_emit(s, &s->to_client, e, 0, e->len);
         lp_block_unref(e);
-        s->client_stop = 1;
-        s->up_gone = 1;
-        s->close_when_flushed = 1;
+        sess_client_to(s, CL_FLUSH_CLOSE);
+        s->up_state = UP_GONE;
         sess_flush(s);
         sess_maybe_finish(s);
         return 0;

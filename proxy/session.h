@@ -50,6 +50,36 @@
 
 #define UPSTREAM_ERR_FMT "-ERR lockproxy: upstream unavailable (%s)\r\n"
 
+/* The upstream connection's life. It only moves down this list: CONNECTING to CONNECTED,
+ * FAILED or GONE; CONNECTED to SHUT or GONE; SHUT to GONE. */
+enum up_state {
+    UP_CONNECTING,      /* the connect is in flight; connect-timeout runs on s->timer */
+    UP_CONNECTED,
+    UP_SHUT,            /* connected, and the client's half-close was passed on (uv_shutdown,
+                         * sess_eof_progress): Redis still answers what it has */
+    UP_FAILED,          /* the connect failed (fail_why): what the client sends is answered
+                         * with UPSTREAM_ERR_FMT, then the session closes */
+    UP_GONE,            /* closed, failed or not RESP after connecting, or never opened
+                         * (maxclients): nothing more is read from it */
+};
+
+/* The client side's life. It only moves down this list (sess_client_to): a later reason to
+ * stop never undoes a stronger one (a drain after the client's EOF stays HALF_CLOSED, a
+ * QUIT's stop after a protocol error's FLUSH_CLOSE stays FLUSH_CLOSE). */
+enum client_state {
+    CL_READING,         /* frames are read, framed and forwarded */
+    CL_DISCARDING,      /* read and dropped, as Redis does after a QUIT with replies off or a
+                         * protocol error with nothing left to write */
+    CL_STOPPED,         /* nothing more is read or run (QUIT, a protocol error whose line
+                         * waits its turn, drain); the session ends once no reply is due, or
+                         * the upstream is gone, and the client has all its bytes */
+    CL_HALF_CLOSED,     /* stopped by the client's EOF: as STOPPED, and the half-close may be
+                         * passed on to Redis (sess_eof_progress) */
+    CL_FLUSH_CLOSE,     /* stopped, and the session ends as soon as the client has all its
+                         * bytes, whatever is still due (a protocol error's line, the upstream
+                         * lost, maxclients) */
+};
+
 struct session {
     proxy *px;
     session *prev, *next;
@@ -63,16 +93,18 @@ struct session {
     char fail_why[64];            /* why the upstream connect failed, for the client's error */
 
     /* life cycle */
-    unsigned closing : 1;
-    unsigned up_connected : 1;
-    unsigned up_failed : 1;       /* connect failed: answer with errors, then close */
-    unsigned up_gone : 1;         /* upstream closed or failed after connecting */
-    unsigned client_stop : 1;     /* read no more client input (QUIT, error, EOF, drain) */
+    enum up_state up_state;
+    enum client_state client_state;
+    unsigned closing : 1;         /* session_close() ran: both handles are closing; the
+                                   * session's own end, whatever the sides' states */
+    /* EOF came while requests were held behind a lock command: they run first, then
+     * sess_client_eof(). A bit of its own, not a client_state: it combines with READING and
+     * with DISCARDING (a QUIT with replies off among the held requests), and stops mattering
+     * once the client side has stopped. */
+    unsigned eof_seen : 1;
+    /* backpressure (sess_update_reading): whether each side is being read now */
     unsigned client_reading : 1;
     unsigned up_reading : 1;
-    unsigned close_when_flushed : 1;
-    unsigned discard : 1;         /* as Redis after a silent QUIT or protocol error: read and drop */
-    unsigned up_shut : 1;         /* the client half-closed and so did we, towards Redis */
 
     /* reply accounting: the pending-request queue and what Redis's answers depend on */
     lp_pairing pg;
@@ -81,8 +113,6 @@ struct session {
     char *multi_setnx;            /* the key of the last SETNX queued in this MULTI */
     size_t multi_setnx_len;
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
-    unsigned eof_seen : 1;        /* EOF came while requests were held */
-    unsigned got_eof : 1;         /* the client half-closed (or closed) */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     lp_str cap;
     uint64_t conn_id;
@@ -102,6 +132,16 @@ struct session {
     lp_out to_up, to_client;
     int up_writes, client_writes;
 };
+
+/* The upstream is connected and not gone: it is read, and upstream-timeout applies. */
+static inline int sess_up_open(const session *s) {
+    return s->up_state == UP_CONNECTED || s->up_state == UP_SHUT;
+}
+
+/* Moves the client side on to st; a side further down the list stays where it is. */
+static inline void sess_client_to(session *s, enum client_state st) {
+    if (st > s->client_state) s->client_state = st;
+}
 
 /* writer.c */
 void sess_emit(session *s, lp_out *o, lp_block *b, size_t off, size_t len);

@@ -108,8 +108,8 @@ void sess_update_reading(session *s) {
     /* While a lock command holds the requests behind it, reading goes on (no epoll change
      * per lock command) but stops once high-water bytes are waiting. */
     int held_full = s->hold && s->in != NULL && (long long)(s->in->len - s->in_start) > c->high_water;
-    int want_client = !s->client_stop && !s->eof_seen && !held_full &&
-                      ((s->up_connected && !s->up_gone) || s->up_failed);
+    int want_client = s->client_state < CL_STOPPED && !s->eof_seen && !held_full &&
+                      (sess_up_open(s) || s->up_state == UP_FAILED);
     if (want_client) {
         if (s->client_reading) want_client = (long long)upq <= c->high_water;
         else want_client = (long long)upq <= c->low_water;
@@ -121,7 +121,7 @@ void sess_update_reading(session *s) {
         s->client_reading = 0;
     }
 
-    int want_up = s->up_connected && !s->up_gone;
+    int want_up = sess_up_open(s);
     if (want_up) {
         if (s->up_reading) want_up = (long long)cq <= c->high_water;
         else want_up = (long long)cq <= c->low_water;

@@ -1,6 +1,7 @@
 /* Audit events: the JSON line (every field, optional ones, timestamps, escaping of binary
  * keys, truncation, the token hash, buffer bounds) and the rate limiter (windows, suppressed
- * counts, identities, the bound, flushing). Every line produced is checked with a small
+ * counts, identities, the bound, flushing, flushing everything at shutdown) and the once-per-window
+ * table (audit_once). Every line produced is checked with a small
  * strict JSON checker here, and with python3's json module when python3 is installed. */
 #include "tap.h"
 
@@ -545,6 +546,128 @@ static void test_limiter_bound_and_flush(void)
     audit_limiter_free(l);
 }
 
+/* flush_all: every count now, whatever the windows (shutdown). */
+static void test_limiter_flush_all(void)
+{
+    uint64_t sup;
+    emitted em;
+    audit_limiter *l = audit_limiter_new(1000, 2);
+    audit_event a = ev("setnx_no_ttl", "lock:x", "10.0.0.1:1");
+    audit_event b = ev("setnx_no_ttl", "lock:y", "10.0.0.1:1");
+    audit_event c = ev("setnx_no_ttl", "lock:z", "10.0.0.1:1");
+    int logged = 0;
+    uint64_t counted = 0;
+    for (int i = 0; i < 200; i++) {
+        logged += audit_limiter_check(l, &a, 100 + i, &sup);
+        counted += sup;
+    }
+    is_int(logged, 1, "200 identical events in a window: 1 logged");
+    audit_limiter_check(l, &b, 150, &sup);                 /* logged, nothing suppressed */
+    audit_limiter_check(l, &c, 160, &sup);                 /* forgets a with its 199 */
+    audit_limiter_check(l, &c, 161, &sup);
+    audit_limiter_check(l, &c, 162, &sup);
+
+    memset(&em, 0, sizeof(em));
+    is_int((long long)audit_limiter_flush_all(l, on_emit, &em), 2, "flush_all inside the windows: two summaries");
+    is_int(em.n, 2, "  emitted twice (b had nothing suppressed)");
+    is_int((long long)em.suppressed[0], 2, "  c first, with its 2");
+    is_int((long long)em.suppressed[1], 199, "  then the forgotten a's 199 as audit_suppressed");
+    is_string(em.event, "audit_suppressed", "  (the last summary)");
+    is_int((long long)(logged + counted + em.suppressed[1]), 200, "  1 logged + 199 counted = 200");
+    is_int((long long)audit_limiter_count(l), 0, "  nothing tracked afterwards");
+    memset(&em, 0, sizeof(em));
+    is_int((long long)audit_limiter_flush_all(l, on_emit, &em), 0, "flush_all again: nothing");
+    is_int(audit_limiter_check(l, &a, 600, &sup), 1, "  an identity after it opens a new window");
+    audit_limiter_check(l, &a, 601, &sup);
+    audit_limiter_check(l, &a, 602, &sup);
+    memset(&em, 0, sizeof(em));
+    audit_limiter_flush_all(l, on_emit, &em);
+    is_int(em.n, 1, "  flush_all reports it");
+    is_string(em.event, "setnx_no_ttl", "  as its own event");
+    is_string(em.detail, "rate-limited", "  rate-limited");
+    is_int((long long)em.suppressed[0], 2, "  with its 2");
+    audit_limiter_free(l);
+    is_int((long long)audit_limiter_flush_all(NULL, on_emit, &em), 0, "flush_all(NULL): 0");
+}
+
+/* ---- once per window ---- */
+
+static void test_once(void)
+{
+    audit_once *o = audit_once_new(100, 3600000);
+    is_int(audit_once_check(o, "sha+rule+ip", 11, 1000), 1, "once: first sight of a key: 1");
+    is_int(audit_once_check(o, "sha+rule+ip", 11, 1001), 0, "  again: 0");
+    is_int(audit_once_check(o, "sha+rule+ip", 11, 1000 + 3599999), 0, "  last ms of the hour: 0");
+    is_int(audit_once_check(o, "sha+rule+ip", 11, 1000 + 3600000), 1, "  the hour is over: 1");
+    is_int(audit_once_check(o, "sha+rule+ip", 11, 1000 + 3600001), 0, "  a new hour began there: 0");
+    is_int(audit_once_check(o, "sha+rule+ip", 10, 3602000), 1, "a prefix of a key is another key");
+    is_int(audit_once_check(o, "a\0b", 3, 3602000), 1, "a key with a NUL byte");
+    is_int(audit_once_check(o, "a\0c", 3, 3602000), 1, "  differing after the NUL: another key");
+    is_int(audit_once_check(o, "a\0b", 3, 3602001), 0, "  the first again: 0");
+    is_int(audit_once_check(o, "", 0, 3602000), 1, "the empty key");
+    is_int(audit_once_check(o, NULL, 0, 3602001), 0, "  NULL with length 0 is the empty key");
+    is_int((long long)audit_once_count(o), 5, "5 keys remembered");
+    is_int(audit_once_check(o, "k", 1, 3603000), 1, "k seen at 3603000");
+    is_int(audit_once_check(o, "k", 1, 3602999), 1, "  checked at 3602999: a clock that went back ends the window");
+    audit_once_free(o);
+
+    /* Expired keys are forgotten as later checks pass them. */
+    o = audit_once_new(100, 1000);
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "k%d", i);
+        audit_once_check(o, k, strlen(k), i);
+    }
+    is_int((long long)audit_once_count(o), 50, "50 keys in a 1 s window");
+    is_int(audit_once_check(o, "late", 4, 1025), 1, "a check at 1025");
+    is_int((long long)audit_once_count(o), 25, "  forgot the 25 whose window is over, kept its own");
+    is_int(audit_once_check(o, "k30", 3, 1026), 0, "  k30 (seen at 30) is still in its window");
+    is_int(audit_once_check(o, "k20", 3, 1026), 1, "  k20 (seen at 20) is not");
+    audit_once_free(o);
+
+    /* Bounded: the oldest goes when full. */
+    o = audit_once_new(3, 1000000);
+    audit_once_check(o, "a", 1, 1);
+    audit_once_check(o, "b", 1, 2);
+    audit_once_check(o, "c", 1, 3);
+    is_int(audit_once_check(o, "d", 1, 4), 1, "bound 3: a 4th key: 1");
+    is_int((long long)audit_once_count(o), 3, "  still 3 remembered");
+    is_int(audit_once_check(o, "b", 1, 5), 0, "  b is still remembered");
+    is_int(audit_once_check(o, "a", 1, 6), 1, "  a, the oldest, was forgotten: 1 again");
+    is_int(audit_once_check(o, "b", 1, 7), 1, "  which forgot b (next oldest)");
+    is_int(audit_once_check(o, "d", 1, 8), 0, "  d is remembered");
+    audit_once_free(o);
+
+    o = audit_once_new(1000, 60000);
+    int firsts = 0, repeats = 0;
+    for (int i = 0; i < 100000; i++) {
+        char k[64];
+        int n = snprintf(k, sizeof(k), "%040d|lock:|10.0.%d.%d", i, i / 256 % 256, i % 256);
+        firsts += audit_once_check(o, k, (size_t)n, 1000);
+        repeats += audit_once_check(o, k, (size_t)n, 1001);
+    }
+    is_int(firsts, 100000, "100000 distinct keys: each 1 the first time");
+    is_int(repeats, 0, "  and 0 right after");
+    is_int((long long)audit_once_count(o), 1000, "  1000 remembered at most");
+    audit_once_free(o);
+
+    o = audit_once_new(0, 1000);
+    audit_once_check(o, "a", 1, 0);
+    is_int(audit_once_check(o, "b", 1, 0), 1, "max_entries 0 is 1: b");
+    is_int(audit_once_check(o, "a", 1, 0), 1, "  forgot a");
+    is_int((long long)audit_once_count(o), 1, "  one remembered");
+    audit_once_free(o);
+
+    o = audit_once_new(10, 0);
+    is_int(audit_once_check(o, "a", 1, 0) + audit_once_check(o, "a", 1, 0), 2, "window 0: always 1");
+    is_int((long long)audit_once_count(o), 1, "  and remembers at most the last");
+    audit_once_free(o);
+
+    is_int(audit_once_check(NULL, "a", 1, 0), 1, "no table: 1");
+    is_int((long long)audit_once_count(NULL), 0, "  count 0");
+    audit_once_free(NULL);
+}
+
 /* Runs python3 over every line produced, when python3 exists. */
 static void check_with_python(const char *path)
 {
@@ -588,6 +711,8 @@ int main(void)
     test_truncation();
     test_limiter();
     test_limiter_bound_and_flush();
+    test_limiter_flush_all();
+    test_once();
     if (all_lines) {
         fclose(all_lines);
         check_with_python(path);
