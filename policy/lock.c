@@ -10,6 +10,7 @@
 #include "policy/lock_int.h"
 #include "policy/cmdargs.h"
 #include "policy/lua_scripts.h"   /* generated from policy/lua/ */
+#include "common/hash.h"
 
 void lock_ctx_init(lock_ctx *ctx) {
     unsigned char b[6] = {0};
@@ -335,7 +336,7 @@ static void enc_acquire(lock_ctx *ctx, lock_op *op, const lock_client *c, const 
  * absolute with at); 0: none, and enforce mode gives the rule's ttl and renews it. */
 static lock_action acquire(lock_ctx *ctx, const lock_client *c, const policy_rule *r, const resp_arg *argv,
                            const char *frame, size_t framelen, int shape, int get, long long ttl_ms, int at,
-                           const char *event, lock_op **out) {
+                           long long at_ms, const char *event, lock_op **out) {
     lock_op *op = op_new(ctx, OP_ACQUIRE, r, c, frame, framelen);
     op->shape = shape;
     op_add_key(op, &argv[1], 'r', r);
@@ -360,7 +361,7 @@ static lock_action acquire(lock_ctx *ctx, const lock_client *c, const policy_rul
             ev_now(ctx, c, r, "ttl_capped", act, &argv[1], detail, &argv[2]);
             if (!op->audit) op->ttl_ms = r->max_ttl_ms;
         }
-        enc_acquire(ctx, op, c, r, at ? "pxat" : "px", at ? ttl_ms + ctx->wall_ms : ttl_ms, get);
+        enc_acquire(ctx, op, c, r, at ? "pxat" : "px", at ? at_ms : ttl_ms, get);
     }
     *out = op;
     return LOCK_SEND;
@@ -370,7 +371,7 @@ static lock_action acquire(lock_ctx *ctx, const lock_client *c, const policy_rul
 static lock_action decide_setnx(lock_ctx *ctx, const lock_client *c, const policy_rule *r, int argc,
                                 const resp_arg *argv, const char *frame, size_t framelen, lock_op **out) {
     if (argc != 3) return LOCK_FORWARD;   /* Redis answers the arity error */
-    return acquire(ctx, c, r, argv, frame, framelen, SHAPE_SETNX, 0, 0, 0, "setnx_no_ttl", out);
+    return acquire(ctx, c, r, argv, frame, framelen, SHAPE_SETNX, 0, 0, 0, 0, "setnx_no_ttl", out);
 }
 
 /* SET k v [NX|XX] [GET] [EX s|PX ms|EXAT|PXAT|KEEPTTL]. */
@@ -387,15 +388,16 @@ static lock_action decide_set(lock_ctx *ctx, const lock_client *c, const policy_
     }
     int shape = sa.get ? SHAPE_SET_GET : SHAPE_SET;
     if (sa.expire_idx == 0)   /* no TTL, KEEPTTL included: the key does not exist, so none */
-        return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, 0, 0, "set_nx_no_ttl", out);
+        return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, 0, 0, 0, "set_nx_no_ttl", out);
     if (sa.expire_at) {
         long long v;
         resp_parse_ll(argv[sa.expire_idx].ptr, argv[sa.expire_idx].len, &v);
         long long ms = sa.expire_ms_unit ? v : v * 1000;   /* range-checked by lp_set_args */
+        /* The client's own absolute time goes to Redis as it is, even one already past. */
         return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, ms - ctx->wall_ms > 0 ? ms - ctx->wall_ms : 1,
-                       1, NULL, out);
+                       1, ms, NULL, out);
     }
-    return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, sa.ttl_ms, 0, NULL, out);
+    return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, sa.ttl_ms, 0, 0, NULL, out);
 }
 
 /* EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT k t [NX|XX|GT|LT]: expire.lua decides by the record. */
@@ -521,21 +523,40 @@ int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *a
     return merged;
 }
 
-/* EVAL/EVALSHA/FCALL naming a lock key: forwarded, logged. */
+/* EVAL/EVALSHA/FCALL naming a lock key: forwarded, logged once per script, rule and client
+ * IP an hour (the safe compare-and-delete releases of redis-py, node-redlock and Redisson
+ * would flood the log otherwise). The script is known by its body's hash (EVAL) or its SHA1
+ * (EVALSHA) or function name (FCALL). */
 static void decide_script(lock_ctx *ctx, const lock_client *c, int argc, const resp_arg *argv) {
     long long nkeys;
     if (argc < 3 || !resp_parse_ll(argv[2].ptr, argv[2].len, &nkeys) || nkeys < 0 || nkeys > argc - 3) return;
     for (int i = 0; i < nkeys; i++) {
         const policy_rule *r = lock_rule(ctx, &argv[3 + i]);
-        if (r) ev_now(ctx, c, r, "script_lock", "forwarded", &argv[3 + i], "a script or function names a lock key", NULL);
+        if (r == NULL) continue;
+        if (ctx->script_once != NULL) {
+            lp_str id = {0};
+            char h[24];
+            int n = snprintf(h, sizeof(h), "%016llx", (unsigned long long)lp_fnv1a(LP_FNV1A_OFFSET, argv[1].ptr, argv[1].len));
+            lp_str_add(&id, h, (size_t)n);
+            lp_str_add(&id, "\n", 1);
+            lp_str_add(&id, r->prefix, r->prefix_len);
+            lp_str_add(&id, "\n", 1);
+            lp_str_add(&id, c->addr, c->ip_len);
+            int first = audit_once_check(ctx->script_once, id.p, id.len, ctx->now_ms);
+            lp_str_free(&id);
+            if (!first) continue;
+        }
+        ev_now(ctx, c, r, "script_lock", "forwarded", &argv[3 + i],
+               "a script or function names a lock key (logged once an hour per script, rule and client IP)", NULL);
     }
 }
 
-/* 1 when the client's lock commands pass unchecked (exempt user or address). */
+/* 1 when the client's lock commands pass unchecked: an exempt ACL user (an operator's
+ * redis-cli, a migration job) or an exempt address. */
 static int exempt_client(const lock_ctx *ctx, const lock_client *c) {
-    (void)ctx;
-    (void)c;
-    return 0;
+    const char *user = c->user ? c->user : "default";
+    size_t ulen = c->user ? c->user_len : 7;
+    return policy_exempt_user(ctx->pol, user, ulen) || policy_exempt_ip(ctx->pol, c->addr, c->ip_len);
 }
 
 lock_action lock_decide(lock_ctx *ctx, const lock_client *c, int argc, const resp_arg *argv,

@@ -64,6 +64,7 @@ typedef struct lock_ctx {
     void *log_ud;
     void (*renew)(void *ud, const lock_renewal *r);   /* NULL: no renewal */
     void *renew_ud;
+    audit_once *script_once;  /* script_lock: once per script, rule and client IP an hour */
     const char *instance;     /* instance-name: owner of loopback and unix clients */
     char proxy_id[24];        /* this process, in acquire ids */
     uint64_t next_acquire;

@@ -258,12 +258,14 @@ int proxy_run(const lp_config *cfg) {
     px.lock.instance = cfg->instance_name[0] ? cfg->instance_name : host;
     px.lock.pol = px.policy;
     px.lock.leases = px.leases;
+    px.lock.script_once = px.policy ? audit_once_new(100000, 3600 * 1000) : NULL;
     px.lock.log = audit_sink;
     px.lock.log_ud = &px;
     if (resolve_upstream(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0) {
         fprintf(stderr, "lockproxy: %s\n", err);
         policy_free(px.policy);
         lease_table_free(px.leases);
+    audit_once_free(px.lock.script_once);
         audit_limiter_free(px.limiter);
         if (px.audit) lp_auditlog_close(px.audit);
         if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
@@ -307,6 +309,7 @@ int proxy_run(const lp_config *cfg) {
     uv_loop_close(px.loop);
     policy_free(px.policy);
     lease_table_free(px.leases);
+    audit_once_free(px.lock.script_once);
     audit_limiter_free(px.limiter);
     lp_block_pool_drain();
     lp_logf("stopped");

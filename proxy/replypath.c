@@ -82,10 +82,14 @@ static void exec_reply(session *s, pend *p, const char *f, size_t len, lp_str *o
         size_t used;
         if (resp_reply_scan(&sc, f + pos, len - pos, &used) != RESP_OK) break;
         while (m < p->nmops && p->mops[m].index < i) m++;
-        if (m < p->nmops && p->mops[m].index == i)
+        if (m < p->nmops && p->mops[m].index == i) {
+            /* Replies are in the protocol in force when they come (a HELLO pipelined
+             * before the command may have changed it since the command was decided). */
+            p->mops[m].op->proto = s->pg.proto;
             lock_op_reply(&s->px->lock, p->mops[m].op, f + pos, used, 1, out);
-        else
+        } else {
             lp_str_add(out, f + pos, used);
+        }
         pos += used;
     }
     resp_reply_free(&sc);
@@ -121,7 +125,8 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
     s->px->lock.wall_ms = lp_wall_ms();
     if (p->kind == PEND_EXEC) {
         exec_reply(s, p, f, len, &out);
-    } else if (lock_op_reply(&s->px->lock, p->op, f, len, 0, &out) == LOCK_REPLY_RETRY) {
+    } else if ((p->op->proto = s->pg.proto, lock_op_reply(&s->px->lock, p->op, f, len, 0, &out)) ==
+               LOCK_REPLY_RETRY) {
         /* EVAL after NOSCRIPT; the client's own command after NOPERM for scripting. */
         if (p->op->noperm && !s->no_scripts) {
             s->no_scripts = 1;

@@ -15,7 +15,7 @@
 static hp_proc *redis, *proxy;
 static char logpath[4096];
 
-static const char policy_text[] = "rule lock: enforce ttl=5s max-ttl=10s\n";
+static const char policy_text[] = "rule lock: enforce ttl=5s max-ttl=10s owner=connection\n";
 
 static const char *side(const hp_proc *t) { return t == proxy ? "proxy" : "direct"; }
 

@@ -23,9 +23,9 @@ static hp_proc *redis, *proxy;
 static char logpath[4096];
 
 static const char policy_text[] =
-    "rule lock: enforce ttl=300ms max-ttl=10s\n"
-    "rule late: enforce ttl=5s max-ttl=10s\n"
-    "rule held: enforce ttl=20s max-ttl=60s\n"
+    "rule lock: enforce ttl=300ms max-ttl=10s renew=off owner=connection\n"
+    "rule late: enforce ttl=5s max-ttl=10s owner=connection\n"
+    "rule held: enforce ttl=20s max-ttl=60s owner=connection\n"
     "rule pool: enforce ttl=20s owner=client-addr\n";
 
 static const char *side(const hp_proc *t) { return t == proxy ? "proxy" : "direct"; }
@@ -65,7 +65,7 @@ static void seed_crash(const hp_proc *t)
            "crash: proxy: the lock has a TTL within the rule's ttl=300ms (PTTL %lld)", pttl);
         ok(lk_wait_gone(redis, "lock:crash", 5000), "crash: proxy: the lock expires by itself");
         is_string(lk_str(c2, "SETNX lock:crash %s", lk_uuid()), ":1", "crash: proxy: another client takes it then");
-        ok(lk_log_wait_text(logpath, "setnx_no_ttl", "lock:crash", "\"detail\":\"ttl=300,", 5000),
+        ok(lk_log_wait_text(logpath, "setnx_no_ttl", "lock:crash", "\"detail\":\"ttl=300\"", 5000),
            "crash: proxy: setnx_no_ttl logged with ttl=300");
     }
     redisFree(c2);
