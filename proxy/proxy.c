@@ -100,9 +100,40 @@ static void probe_reap(proxy *px) {
     }
 }
 
+#define NOSCRIPT_USERS_MAX 1024
+
+static void forget_noscript_users(proxy *px) {
+    for (size_t i = 0; i < px->n_noscript_users; i++) free(px->noscript_users[i]);
+    free(px->noscript_users);
+    px->noscript_users = NULL;
+    px->n_noscript_users = 0;
+}
+
+int proxy_user_noscripts(const proxy *px, const char *user, size_t len) {
+    if (user == NULL) user = "default", len = 7;
+    for (size_t i = 0; i < px->n_noscript_users; i++)
+        if (strlen(px->noscript_users[i]) == len && memcmp(px->noscript_users[i], user, len) == 0) return 1;
+    return 0;
+}
+
+void proxy_user_set_noscripts(proxy *px, const char *user, size_t len) {
+    if (user == NULL) user = "default", len = 7;
+    if (proxy_user_noscripts(px, user, len) || px->n_noscript_users >= NOSCRIPT_USERS_MAX) return;
+    if (memchr(user, '\0', len) != NULL) return;
+    char **n = realloc(px->noscript_users, (px->n_noscript_users + 1) * sizeof(*n));
+    if (n == NULL) return;
+    px->noscript_users = n;
+    char *u = malloc(len + 1);
+    if (u == NULL) return;
+    memcpy(u, user, len);
+    u[len] = '\0';
+    px->noscript_users[px->n_noscript_users++] = u;
+}
+
 void proxy_probe_auth(proxy *px) {
     static const char hello[] = "*1\r\n$5\r\nHELLO\r\n";
     probe_reap(px);
+    forget_noscript_users(px);   /* an ACL change may have given scripting back */
     px->auth_state = LP_AUTH_UNKNOWN;
     if (px->auth_probe != NULL) { px->auth_probe_again = 1; return; }
     px->auth_probe = lp_upconn_open(px->loop, &px->cfg->upstream, (const struct sockaddr *)&px->upstream_sa,
@@ -266,6 +297,7 @@ int proxy_run(const lp_config *cfg) {
         policy_free(px.policy);
         lease_table_free(px.leases);
     audit_once_free(px.lock.script_once);
+    forget_noscript_users(&px);
         audit_limiter_free(px.limiter);
         if (px.audit) lp_auditlog_close(px.audit);
         if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
@@ -310,6 +342,7 @@ int proxy_run(const lp_config *cfg) {
     policy_free(px.policy);
     lease_table_free(px.leases);
     audit_once_free(px.lock.script_once);
+    forget_noscript_users(&px);
     audit_limiter_free(px.limiter);
     lp_block_pool_drain();
     lp_logf("stopped");

@@ -37,6 +37,8 @@ typedef struct proxy {
     policy *policy;                        /* NULL: pure pass-through */
     lease_table *leases;                   /* the lease cache (late detection, renewal) */
     struct lp_renewer *renewer;
+    char **noscript_users;                 /* ACL users Redis refused lock scripts for */
+    size_t n_noscript_users;
     lock_ctx lock;                         /* what policy/lock.c decides with */
     lp_auditlog *audit;
     audit_limiter *limiter;
@@ -71,6 +73,12 @@ session *lp_session_next(session *s);
  * and sets px->auth_state from the answer. Called at start and after a CONFIG SET or ACL
  * change went through the proxy. */
 void proxy_probe_auth(proxy *px);
+/* ACL users without scripting: once Redis refuses a lock script to one connection of a user
+ * (NOPERM), that user's other connections send their lock commands unchanged from the start,
+ * MULTI included (where a refused script would abort the transaction). Forgotten when an ACL
+ * change goes through the proxy. user NULL: the default user. */
+int proxy_user_noscripts(const proxy *px, const char *user, size_t len);
+void proxy_user_set_noscripts(proxy *px, const char *user, size_t len);
 /* Called by session_close() when draining and the last session has gone. */
 void proxy_drained(proxy *px);
 

@@ -130,6 +130,7 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
         /* EVAL after NOSCRIPT; the client's own command after NOPERM for scripting. */
         if (p->op->noperm && !s->no_scripts) {
             s->no_scripts = 1;
+            proxy_user_set_noscripts(s->px, s->pg.user, s->pg.user_len);
             log_check_unavailable(s, p->op);
         }
         sess_emit_copy(s, &s->to_up, p->op->retry.p, p->op->retry.len);

@@ -64,7 +64,8 @@ static void lock_client_of(session *s, lock_client *c) {
     c->multi_setnx_len = s->multi_setnx_len;
     c->user = s->pg.user;
     c->user_len = s->pg.user_len;
-    c->no_scripts = s->no_scripts;
+    c->no_scripts = s->no_scripts || (s->px->n_noscript_users > 0 &&
+                                      proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len));
 }
 
 /* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
