@@ -32,7 +32,7 @@ test-asan:
 # report stops the run and leaves the input in $(FUZZ_BUILD)/artifacts/.
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= request reply policy config
+FUZZ_TARGETS ?= request reply policy config lockreply
 fuzz:
 	@sh scripts/deps.sh clang libclang-rt-14-dev
 	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DLOCKPROXY_FUZZ=ON >/dev/null

@@ -16,5 +16,7 @@ lpf_check_fn lpf_check_by_name(const char *name)
         return lpf_check_policy;
     if (strcmp(name, "config") == 0)
         return lpf_check_config;
+    if (strcmp(name, "lockreply") == 0)
+        return lpf_check_lockreply;
     return NULL;
 }

@@ -38,6 +38,10 @@ int lpf_check_request(const uint8_t *data, size_t size);
 int lpf_check_reply(const uint8_t *data, size_t size);
 int lpf_check_policy(const uint8_t *data, size_t size);
 int lpf_check_config(const uint8_t *data, size_t size);
+/* policy/lockreply.c: the reply Redis sends a lock script (byte 0 picks the decision; see
+ * check_lockreply.c) turned into the client's reply: no crash, whole frames, as many as the
+ * client's command promises, or a retry with something to send. */
+int lpf_check_lockreply(const uint8_t *data, size_t size);
 
 /* The checks by name ("request", "reply", "policy", "config"), for the replay test; NULL
  * when unknown. */

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const targets[] = {"request", "reply", "policy", "config"};
+static const char *const targets[] = {"request", "reply", "policy", "config", "lockreply"};
 
 static int cmp_names(const void *a, const void *b)
 {
