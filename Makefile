@@ -26,14 +26,17 @@ test: build
 test-asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan SANITIZE=1
 
-# libFuzzer (clang, ASan, UBSan) on the request framer, the reply scanner and the policy and
-# config parsers: each target runs FUZZ_SECONDS, starting from tests/fuzz/corpus/<target>
-# and keeping what it finds in $(FUZZ_BUILD)/corpus/<target>. A failed check or a sanitizer
-# report stops the run and leaves the input in $(FUZZ_BUILD)/artifacts/.
+# libFuzzer (clang, ASan, UBSan) on the request framer, the reply scanner, the policy and
+# config parsers and the lock-script reply mapping: each target runs FUZZ_SECONDS, starting
+# from tests/fuzz/corpus/<target> and keeping what it finds in $(FUZZ_BUILD)/corpus/<target>.
+# A failed check or a sanitizer report stops the run and leaves the input in
+# $(FUZZ_BUILD)/artifacts/. Then the stateful lock-path fuzzer (tests/lock/fuzz_stateful.t,
+# real Redis servers and proxies) runs FUZZ_STATEFUL_ROUNDS rounds (make test runs 60).
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= request reply policy config lockreply
-fuzz:
+FUZZ_STATEFUL_ROUNDS ?= 1000
+fuzz: build
 	@sh scripts/deps.sh clang libclang-rt-14-dev
 	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DLOCKPROXY_FUZZ=ON >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j 2 $(foreach t,$(FUZZ_TARGETS),--target fuzz_$(t))
@@ -48,6 +51,11 @@ fuzz:
 	  rc=$$?; grep -E '^(stat::number_of_executed_units|Done|==[0-9]+==|SUMMARY|lockproxy fuzz)' $(FUZZ_BUILD)/fuzz_$$t.log; \
 	  if [ $$rc -ne 0 ]; then tail -n 40 $(FUZZ_BUILD)/fuzz_$$t.log; exit 1; fi; \
 	done
+	@echo "fuzz_stateful: $(FUZZ_STATEFUL_ROUNDS) rounds"
+	@LP_FUZZ_ROUNDS=$(FUZZ_STATEFUL_ROUNDS) LP_TEST_WATCHDOG=1200 $(BUILD)/tests/lock/fuzz_stateful.t \
+	  >$(FUZZ_BUILD)/fuzz_stateful.log 2>&1; rc=$$?; \
+	  grep -E '^(not ok|# LP_SEED|# seed|# rounds|# MISMATCH)' $(FUZZ_BUILD)/fuzz_stateful.log; \
+	  if [ $$rc -ne 0 ]; then tail -n 40 $(FUZZ_BUILD)/fuzz_stateful.log; exit 1; fi
 
 bench: build
 	@bash tests/bench/run.sh $(BUILD)

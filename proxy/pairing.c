@@ -529,6 +529,10 @@ pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int a
         return v;
     }
     if (captured && e != NULL && e->kind == PEND_SWALLOW) {
+        if (e->script_probe) {
+            v.script_probe = 1;
+            v.scripts_refused = r->type == '-' && r->line_len >= 6 && memcmp(r->line, "NOPERM", 6) == 0;
+        }
         pairing_pop(p);
         v.kind = PAIR_SWALLOWED;
         return v;

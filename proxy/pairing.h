@@ -54,6 +54,7 @@ typedef struct pend {
     uint8_t select;          /* SELECT: db becomes the session's database on +OK */
     uint8_t setname;         /* CLIENT SETNAME / HELLO SETNAME: name taken on success */
     uint8_t reprobe;         /* CONFIG SET or ACL change: who must authenticate may change */
+    uint8_t script_probe;    /* SWALLOW: the proxy's own EVALSHA probe of scripting rights */
     int32_t db;
     uint32_t n;
     char *name;              /* setname: the name ("" clears it) */
@@ -132,6 +133,8 @@ typedef struct pair_reply {
     unsigned auth_not_required : 1;  /* an unauthenticated command succeeded */
     unsigned reprobe : 1;            /* a CONFIG SET or ACL change succeeded */
     unsigned auth_answered : 1;      /* the answer to an AUTH or HELLO AUTH */
+    unsigned script_probe : 1;       /* SWALLOWED: the answer to the scripting probe */
+    unsigned scripts_refused : 1;    /* ... which was NOPERM */
 } pair_reply;
 
 /* Judges one whole reply frame. captured is 1 when the frame was kept whole because the

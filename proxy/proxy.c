@@ -100,34 +100,54 @@ static void probe_reap(proxy *px) {
     }
 }
 
-#define NOSCRIPT_USERS_MAX 1024
+#define USERS_MAX 1024
 
-static void forget_noscript_users(proxy *px) {
-    for (size_t i = 0; i < px->n_noscript_users; i++) free(px->noscript_users[i]);
-    free(px->noscript_users);
-    px->noscript_users = NULL;
-    px->n_noscript_users = 0;
+static void forget_users(char ***v, size_t *n) {
+    for (size_t i = 0; i < *n; i++) free((*v)[i]);
+    free(*v);
+    *v = NULL;
+    *n = 0;
 }
 
-int proxy_user_noscripts(const proxy *px, const char *user, size_t len) {
+static void forget_noscript_users(proxy *px) {
+    forget_users(&px->noscript_users, &px->n_noscript_users);
+    forget_users(&px->script_users, &px->n_script_users);
+}
+
+static int user_in(char *const *v, size_t n, const char *user, size_t len) {
     if (user == NULL) user = "default", len = 7;
-    for (size_t i = 0; i < px->n_noscript_users; i++)
-        if (strlen(px->noscript_users[i]) == len && memcmp(px->noscript_users[i], user, len) == 0) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(v[i]) == len && memcmp(v[i], user, len) == 0) return 1;
     return 0;
 }
 
-void proxy_user_set_noscripts(proxy *px, const char *user, size_t len) {
+static void user_add(char ***v, size_t *n, const char *user, size_t len) {
     if (user == NULL) user = "default", len = 7;
-    if (proxy_user_noscripts(px, user, len) || px->n_noscript_users >= NOSCRIPT_USERS_MAX) return;
-    if (memchr(user, '\0', len) != NULL) return;
-    char **n = realloc(px->noscript_users, (px->n_noscript_users + 1) * sizeof(*n));
-    if (n == NULL) return;
-    px->noscript_users = n;
+    if (user_in(*v, *n, user, len) || *n >= USERS_MAX || memchr(user, '\0', len) != NULL) return;
+    char **nv = realloc(*v, (*n + 1) * sizeof(*nv));
+    if (nv == NULL) return;
+    *v = nv;
     char *u = malloc(len + 1);
     if (u == NULL) return;
     memcpy(u, user, len);
     u[len] = '\0';
-    px->noscript_users[px->n_noscript_users++] = u;
+    (*v)[(*n)++] = u;
+}
+
+int proxy_user_noscripts(const proxy *px, const char *user, size_t len) {
+    return user_in(px->noscript_users, px->n_noscript_users, user, len);
+}
+
+void proxy_user_set_noscripts(proxy *px, const char *user, size_t len) {
+    user_add(&px->noscript_users, &px->n_noscript_users, user, len);
+}
+
+int proxy_user_scripts(const proxy *px, const char *user, size_t len) {
+    return user_in(px->script_users, px->n_script_users, user, len);
+}
+
+void proxy_user_set_scripts(proxy *px, const char *user, size_t len) {
+    user_add(&px->script_users, &px->n_script_users, user, len);
 }
 
 void proxy_probe_auth(proxy *px) {

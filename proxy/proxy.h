@@ -39,6 +39,8 @@ typedef struct proxy {
     struct lp_renewer *renewer;
     char **noscript_users;                 /* ACL users Redis refused lock scripts for */
     size_t n_noscript_users;
+    char **script_users;                   /* ACL users known to run scripts */
+    size_t n_script_users;
     lock_ctx lock;                         /* what policy/lock.c decides with */
     lp_auditlog *audit;
     audit_limiter *limiter;
@@ -79,6 +81,11 @@ void proxy_probe_auth(proxy *px);
  * change goes through the proxy. user NULL: the default user. */
 int proxy_user_noscripts(const proxy *px, const char *user, size_t len);
 void proxy_user_set_noscripts(proxy *px, const char *user, size_t len);
+/* Users known to run scripts (a lock script or the scripting probe succeeded for them). A
+ * MULTI from a user known neither way is preceded by a probe, "EVALSHA <40 zeros> 0", whose
+ * answer (NOSCRIPT or NOPERM) is not the client's: it is swallowed. */
+int proxy_user_scripts(const proxy *px, const char *user, size_t len);
+void proxy_user_set_scripts(proxy *px, const char *user, size_t len);
 /* Called by session_close() when draining and the last session has gone. */
 void proxy_drained(proxy *px);
 

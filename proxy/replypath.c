@@ -135,6 +135,9 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
         }
         sess_emit_copy(s, &s->to_up, p->op->retry.p, p->op->retry.len);
         return;
+    } else if (!p->op->noperm && p->op->send.len > 0 && len > 0 && f[0] != '-' &&
+               !proxy_user_scripts(s->px, s->pg.user, s->pg.user_len)) {
+        proxy_user_set_scripts(s->px, s->pg.user, s->pg.user_len);   /* a script ran for this user */
     }
     sess_emit_copy(s, &s->to_client, out.p, out.len);
     lp_str_free(&out);
@@ -156,6 +159,10 @@ static void reply_done(session *s) {
         if (h == NULL || h->kind != PEND_OP) s->hold = 0;
     }
     if (v.reprobe) proxy_probe_auth(px);
+    if (v.script_probe) {
+        if (v.scripts_refused) proxy_user_set_noscripts(px, s->pg.user, s->pg.user_len);
+        else proxy_user_set_scripts(px, s->pg.user, s->pg.user_len);
+    }
     switch (v.kind) {
     case PAIR_OUT_OF_BAND:
         if (captured) {

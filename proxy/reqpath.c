@@ -68,6 +68,16 @@ static void lock_client_of(session *s, lock_client *c) {
                                       proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len));
 }
 
+/* 1 when a MULTI from this connection should be preceded by the scripting probe: a policy is
+ * loaded, the client is authenticated and its replies are on, and whether its user may run
+ * scripts is not known yet. */
+static int need_script_probe(session *s) {
+    if (s->px->policy == NULL || s->pg.raw || s->no_scripts || pairing_silent(&s->pg)) return 0;
+    if (!(s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED)) return 0;
+    return !proxy_user_scripts(s->px, s->pg.user, s->pg.user_len) &&
+           !proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len);
+}
+
 /* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
  * one). */
 static void send_held_setnx(session *s) {
@@ -226,6 +236,15 @@ void sess_process_client_input(session *s) {
                 fwd_start = pos;
                 continue;
             }
+        }
+        if (s->req.argc == 1 && !s->pg.in_multi && resp_arg_is(&s->req.argv[0], "multi") && need_script_probe(s)) {
+            /* Before the MULTI goes, learn whether this user may run scripts: a lock
+             * script Redis refused inside the transaction would abort it. */
+            if (pos > fwd_start) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
+            fwd_start = pos;
+            static const char probe[] = "*3\r\n$7\r\nEVALSHA\r\n$40\r\n0000000000000000000000000000000000000000\r\n$1\r\n0\r\n";
+            sess_emit_copy(s, &s->to_up, probe, sizeof(probe) - 1);
+            pairing_push(&s->pg, PEND_SWALLOW)->script_probe = 1;
         }
         account_request(s, &s->req);
         pos += framelen;

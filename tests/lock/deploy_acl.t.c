@@ -9,7 +9,8 @@
  *     SETNX+EXPIRE pipelined; MULTI SETNX EXPIRE DEL EXEC
  * run twice on one connection (1.1 s apart, past the audit log's 1 s rate limit) with
  * check_unavailable logged once; and a fresh connection whose first lock command is queued
- * inside MULTI gets Redis's EXEC reply too. */
+ * inside MULTI gets Redis's EXEC reply too, also on a freshly started proxy that has not seen
+ * this user before (the application's first request after a proxy restart). */
 #include "lock/deploy_util.h"
 
 static hp_proc *redis, *proxy;
@@ -150,6 +151,24 @@ int main(void)
     }
     is_string(got[0], "+OK +QUEUED +QUEUED [:1,:1] :1", "MULTI first: direct");
     is_string(got[1], got[0], "MULTI first: the proxy answers as Redis (no error for a command the client did not send)");
+
+    /* The same on a proxy that has never seen the app user. */
+    {
+        char log2[4096];
+        hp_proc *fresh = lk_proxy_start(redis, "deploy_acl_fresh", "rule lock: enforce", log2, sizeof log2);
+        lk_flushall(redis);
+        c = connect_as_app(fresh);
+        char g[512] = "";
+        for (int i = 0; i < 5; i++) {
+            size_t len = strlen(g);
+            redisReply *r = redisCommand(c, mw[i]);
+            snprintf(g + len, sizeof g - len, "%s%s", i ? " " : "", lk_show(r));
+            freeReplyObject(r);
+        }
+        redisFree(c);
+        is_string(g, got[0], "MULTI first on a fresh proxy: answered as Redis");
+        is_int(hp_stop(fresh, 10000), 0, "the fresh proxy exits 0 on SIGTERM");
+    }
     diag("check_unavailable events in all: %d", lk_log_count_synced(proxy, logpath, "check_unavailable", NULL));
 
     is_int(hp_stop(proxy, 10000), 0, "the proxy exits 0 on SIGTERM");

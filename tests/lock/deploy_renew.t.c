@@ -14,7 +14,11 @@
  *                       competitor tries SET lock:w NX EX 2 every 100 ms: every EXPIRE :1,
  *                       the competitor never gets it, the holder's DEL :1. Straight to Redis
  *                       and through the proxy.
- *   (d) renew=off       SETNX norenew:d with the connection open: the lock ends after ttl. */
+ *   (d) renew=off       SETNX norenew:d with the connection open: the lock ends after ttl.
+ *   (e) blocked holder  SETNX, then BLPOP on an empty list for 2.5 x ttl (a worker waiting
+ *                       for its next job while holding the lock): still held when BLPOP
+ *                       returns, DEL :1.
+ *   (f) subscribed      SETNX, then SUBSCRIBE for 2.5 x ttl, UNSUBSCRIBE: still held, DEL :1. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -221,6 +225,32 @@ static void renewal_thread(const hp_proc *t)
     redisFree(h);
 }
 
+/* (e) and (f): renewal runs on the proxy's own connection, so the holder's connection may be
+ * busy in a blocking command or subscribed. */
+static void busy_holder(int subscribed)
+{
+    const char *W = subscribed ? "subscribed holder" : "blocked holder";
+    lk_flushall(redis);
+    redisContext *c = lk_connect(proxy);
+    is_string(lk_str(c, "SETNX lock:b v"), ":1", "%s: SETNX acquires", W);
+    long long start = hp_now_ms();
+    if (subscribed) {
+        is_string(lk_str(c, "SUBSCRIBE jobs"), "[subscribe,jobs,:1]", "%s: SUBSCRIBE", W);
+        hp_sleep_ms(5 * TTL_MS / 2);
+        is_string(lk_pstr(redis, "GET lock:b"), "v", "%s: still held after 2.5 x ttl subscribed (%.1f s)", W,
+                  dp_secs(start));
+        is_string(lk_str(c, "UNSUBSCRIBE jobs"), "[unsubscribe,jobs,:0]", "%s: UNSUBSCRIBE", W);
+    } else {
+        is_string(lk_str(c, "BLPOP jobs 2.5"), "(nil)", "%s: BLPOP times out after 2.5 s", W);
+        is_string(lk_pstr(redis, "GET lock:b"), "v", "%s: still held when BLPOP returns (%.1f s)", W, dp_secs(start));
+    }
+    long long pttl = hp_cmd_int(redis, "PTTL lock:b");
+    ok(pttl > 0 && pttl <= TTL_MS, "%s: with a TTL within the rule's ttl (PTTL %lld)", W, pttl);
+    is_string(lk_str(c, "DEL lock:b"), ":1", "%s: the holder's DEL answers :1", W);
+    is_string(lk_pstr(redis, "EXISTS lock:b"), ":0", "%s: the lock is gone", W);
+    redisFree(c);
+}
+
 /* (d), on a proxy of its own, so that a policy the proxy refuses fails only this part. */
 static hp_proc *start_renew_off_proxy(void)
 {
@@ -289,6 +319,8 @@ int main(void)
     crash_kill();
     renewal_thread(redis);
     renewal_thread(proxy);
+    busy_holder(0);
+    busy_holder(1);
     renew_off();
 
     is_int(hp_stop(proxy, 10000), 0, "the proxy exits 0 on SIGTERM");
