@@ -35,6 +35,16 @@ function med(t, m,    k, n, i, j, a, b, c, x) {
     return (c % 2) ? b[(c + 1) / 2] : (b[c / 2] + b[c / 2 + 1]) / 2
 }
 
+# Sum of the numeric values recorded for TARGET and METRIC over all rounds; "" when none.
+function total(t, m,    k, n, i, a, c, sum) {
+    k = t SUBSEP m
+    if (!(k in runs)) return ""
+    n = split(runs[k], a, " ")
+    c = 0; sum = 0
+    for (i = 1; i <= n; i++) if (isnum(a[i])) { c++; sum += a[i] }
+    return c ? sum : ""
+}
+
 function ratio(a, b) { return (a == "" || b == "" || b + 0 <= 0) ? "" : a / b }
 function f(v, d) { return v == "" ? "n/a" : sprintf("%." d "f", v) }
 function fx(v) { return v == "" ? "n/a" : sprintf("%.2f×", v) }
@@ -104,6 +114,23 @@ END {
         f(med("lockproxy", "lock_safe_cpu_us"), 1) " |" > md
     print "" > md
 
+    pool_keys = meta["pool_keys"] " " (meta["pool_keys"] == 1 ? "key" : "keys")
+    pool_label = "pooled lock cycles/s (" meta["pool_threads"] " threads, " pool_keys ")"
+    pool_ratio = ratio(med("lockproxy", "pool_cps"), med("direct", "pool_cps"))
+    print "Pooled lock workload: " meta["pool_threads"] " threads share a pool of " meta["pool_threads"] \
+        " connections (as with redis-py's ConnectionPool), " pool_keys ", " meta["pool_seconds"] \
+        " s per run, on direct then lockproxy in each round. A cycle is `SET lock:pool:<k> <uuid> NX EX 10` " \
+        "on a random free connection, then `DEL lock:pool:<k>` on another one, counted when DEL answers 1 " \
+        "(through lockproxy, owner=auto must accept the release from the other connection); " \
+        "a missed SET is retried at once. Completed cycles per second (medians):" > md
+    print "" > md
+    print "| | direct to Redis | through lockproxy (enforce) | lockproxy / direct | lockproxy CPU per cycle (µs) | DELs not 1, all rounds (direct / lockproxy) |" > md
+    print "|---|--:|--:|--:|--:|--:|" > md
+    print "| " pool_label " | " f(med("direct", "pool_cps"), 0) " | " f(med("lockproxy", "pool_cps"), 0) " | " \
+        fx(pool_ratio) " | " f(med("lockproxy", "pool_cpu_us"), 1) " | " f(total("direct", "pool_dels_not_1"), 0) \
+        " / " f(total("lockproxy", "pool_dels_not_1"), 0) " |" > md
+    print "" > md
+
     print "Ratios, lockproxy / other (ratios of medians; req/s: higher is better; CPU, latency, memory: lower is better):" > md
     print "" > md
     print "| | vs direct | vs haproxy | vs twemproxy |" > md
@@ -144,6 +171,8 @@ END {
     lock_ratio = ratio(med("lockproxy", "lock_legacy_cps"), med("direct", "lock_safe_cps"))
     print "" > md
     print "Lock workload, enforce (legacy through lockproxy) / hand-written safe direct: " fx(lock_ratio) > md
+    print "" > md
+    print "Pooled lock cycles/s (" meta["pool_threads"] " threads, " pool_keys "), lockproxy / direct: " fx(pool_ratio) > md
     print "" > md
 
     print "Targets (same-run ratios, printed, not asserted):" > md
@@ -209,7 +238,8 @@ END {
     print "    \"p50_added_us\": {\"lockproxy\": " jnum(added["lockproxy"]) ", \"twemproxy\": " jnum(added["twemproxy"]) \
         ", \"haproxy\": " jnum(added["haproxy"]) "}," > json
     print "    \"p50_added_lockproxy_vs_twemproxy\": " jnum(lat_ratio) "," > json
-    print "    \"lock_enforce_vs_handwritten\": " jnum(lock_ratio) > json
+    print "    \"lock_enforce_vs_handwritten\": " jnum(lock_ratio) "," > json
+    print "    \"pool_lockproxy_vs_direct\": " jnum(pool_ratio) > json
     print "  }," > json
     print "  \"targets\": [" > json
     for (i = 1; i <= nchecks; i++) print checks[i] (i < nchecks ? "," : "") > json

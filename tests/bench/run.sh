@@ -19,14 +19,20 @@
 #        - the lock workload (tests/bench/lockload.c, 50 clients, 1000 keys): the legacy
 #          SETNX/EXPIRE/DEL pattern through lockproxy in enforce mode against the safe pattern
 #          written by hand (SET NX PX + EVALSHA compare-and-delete) straight to Redis; the
-#          legacy pattern direct and the safe one through lockproxy are shown for reference.
+#          legacy pattern direct and the safe one through lockproxy are shown for reference;
+#        - the pooled lock workload (tests/bench/poolload.c), on direct and lockproxy only:
+#          BENCH_POOL_THREADS (8) threads sharing a pool of as many connections, each cycle
+#          SET lock:pool:<k> <uuid> NX EX 10 on one pooled connection and DEL on another (as
+#          redis-py's ConnectionPool hands them out; owner=auto accepts the release), on
+#          BENCH_POOL_KEYS (1) keys.
 # Output: the medians as a markdown table with the ratios and targets (printed, never
 # asserted), in BUILD/bench/results.md and on stdout; every raw number in
 # BUILD/bench/results.json. Logs of every process are left in BUILD/bench/work/.
 #
 # Environment: BENCH_ROUNDS (3), BENCH_SECONDS (2.5, per throughput run), BENCH_LAT_SECONDS
 # (1.5), BENCH_LOCK_SECONDS (3), BENCH_CONNS (5000), BENCH_CLIENTS (50), BENCH_LOCK_KEYS
-# (1000), BENCH_N_P1 / BENCH_N_P16 / BENCH_N_LAT (fixed -n instead of the sized one),
+# (1000), BENCH_POOL_THREADS (8), BENCH_POOL_KEYS (1), BENCH_POOL_SECONDS (3),
+# BENCH_N_P1 / BENCH_N_P16 / BENCH_N_LAT (fixed -n instead of the sized one),
 # HAPROXY_NBTHREAD (1: every proxy measured gets one thread, as lockproxy and twemproxy have),
 # BENCH_BUDGET (540: seconds the whole run may take; later rounds are shortened to fit).
 set -eu
@@ -43,6 +49,10 @@ lock_seconds=${BENCH_LOCK_SECONDS:-3}
 conns=${BENCH_CONNS:-5000}
 clients=${BENCH_CLIENTS:-50}
 lock_keys=${BENCH_LOCK_KEYS:-1000}
+pool_threads=${BENCH_POOL_THREADS:-8}
+pool_keys=${BENCH_POOL_KEYS:-1}
+pool_seconds=${BENCH_POOL_SECONDS:-3}
+if [ "$pool_keys" = 1 ]; then pool_keys_word=key; else pool_keys_word=keys; fi
 hap_threads=${HAPROXY_NBTHREAD:-1}
 budget=${BENCH_BUDGET:-540}
 keyspace=100000
@@ -74,6 +84,8 @@ rm -rf "$work"
 mkdir -p "$work"
 cc -O2 -Wall -Wextra -Wno-unused-parameter -o "$out/lockload" "$here/lockload.c" -lhiredis ||
     die "could not build lockload (libhiredis-dev)"
+cc -O2 -Wall -Wextra -Wno-unused-parameter -o "$out/poolload" "$here/poolload.c" -lhiredis -lpthread ||
+    die "could not build poolload (libhiredis-dev)"
 cc -O2 -Wall -Wextra -o "$out/idleconns" "$here/idleconns.c" || die "could not build idleconns"
 cc -O2 -Wall -Wextra -o "$out/latency" "$here/latency.c" -lhiredis || die "could not build latency"
 
@@ -276,6 +288,27 @@ lock_run() {
             print cps, cpu
         }'
 }
+# Pooled lock workload: prints "cycles_per_s proxy_cpu_us_per_cycle dels_not_1 contended"
+# (n/a where they do not apply).
+pool_run() {
+    local t=$1 line pid c0="" c1=""
+    pid=$(pid_of "$t")
+    [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+    line=$("$out/poolload" 127.0.0.1 "$(port_of "$t")" "$pool_threads" "$pool_seconds" \
+        "$pool_keys" 2>>"$work/poolload.err") || note "$t pooled lock workload reported errors (see $work/poolload.err)"
+    [ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+    echo "$t pooled $line" >>"$work/poolload.out"
+    echo "$line" | tr ' ' '\n' | awk -F= -v c0="$c0" -v c1="$c1" -v hz="$hz" '
+        { v[$1] = $2 }
+        END {
+            cps = (v["cycles_per_s"] == "") ? "n/a" : v["cycles_per_s"]
+            cpu = (c0 == "" || c1 == "" || v["cycles"] + 0 == 0) ? "n/a" : \
+                sprintf("%.2f", (c1 - c0) * 1000000 / hz / v["cycles"])
+            dn = (v["dels_not_1"] == "") ? "n/a" : v["dels_not_1"]
+            ct = (v["contended"] == "") ? "n/a" : v["contended"]
+            print cps, cpu, dn, ct
+        }'
+}
 median_of() { printf '%s\n' "$@" | grep -v '^n/a$' | sort -g | awk '{ v[NR] = $1 } END {
     if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # -n for a run of about SECONDS at the median warm-up rate, rounded, at least MIN.
@@ -311,6 +344,7 @@ say "bench:   latency warm-up rates:$rates -> -n $n_lat"
 for w in $workloads; do eval "n0_$w=\$n_$w"; done
 n0_lat=$n_lat
 lock_seconds0=$lock_seconds
+pool_seconds0=$pool_seconds
 shortened=""
 r=1
 while [ "$r" -le "$rounds" ]; do
@@ -346,6 +380,16 @@ while [ "$r" -le "$rounds" ]; do
         line="$line $t/$mode=$1"
     done
     say "$line"
+    line="  pooled lock cycles/s ($pool_threads threads, $pool_keys $pool_keys_word):"
+    for t in direct lockproxy; do
+        set -- $(pool_run "$t")
+        record "$t" pool_cps "$r" "$1"
+        [ "$t" = direct ] || record "$t" pool_cpu_us "$r" "$2"
+        record "$t" pool_dels_not_1 "$r" "$3"
+        record "$t" pool_contended "$r" "$4"
+        line="$line $t=$1"
+    done
+    say "$line"
     for t in $proxies; do
         kill -0 "$(pid_of "$t")" 2>/dev/null || note "$t is no longer running"
     done
@@ -364,6 +408,7 @@ while [ "$r" -le "$rounds" ]; do
             done
             n_lat=$(awk -v n="$n_lat" -v f="$f" 'BEGIN { n = int(n * f / 1000) * 1000; print (n < 2000 ? 2000 : n) }')
             lock_seconds=$(awk -v s="$lock_seconds" -v f="$f" 'BEGIN { s *= f; printf "%.1f", (s < 1 ? 1 : s) }')
+            pool_seconds=$(awk -v s="$pool_seconds" -v f="$f" 'BEGIN { s *= f; printf "%.1f", (s < 1 ? 1 : s) }')
             shortened="rounds after $r shortened by $f to fit ${budget} s"
         fi
     fi
@@ -382,6 +427,9 @@ t_end=$(date +%s)
     printf 'idle_conns\t%s\n' "$conns"
     printf 'lock_keys\t%s\n' "$lock_keys"
     printf 'lock_seconds\t%s\n' "$lock_seconds0"
+    printf 'pool_threads\t%s\n' "$pool_threads"
+    printf 'pool_keys\t%s\n' "$pool_keys"
+    printf 'pool_seconds\t%s\n' "$pool_seconds0"
     printf 'haproxy_nbthread\t%s\n' "$hap_threads"
     for w in $workloads; do eval "printf 'n_%s\t%s\n' $w \$n0_$w"; done
     printf 'n_latency\t%s\n' "$n0_lat"
