@@ -194,7 +194,7 @@ static lock_op *op_new(lock_ctx *ctx, int kind, const policy_rule *r, const lock
     op->conn_id = c->conn_id;
     op->db = c->db;
     op->proto = c->proto;
-    op->sent_ms = ctx->now_ms;
+    op->sent_ms = c->now_ms;
     lp_str_add(&op->orig, frame, framelen);
     if (r != NULL) {
         copy_prefix(op->rule, r);
@@ -378,7 +378,7 @@ static lock_action decide_setnx(lock_ctx *ctx, const lock_client *c, const polic
 static lock_action decide_set(lock_ctx *ctx, const lock_client *c, const policy_rule *r, int argc,
                               const resp_arg *argv, const char *frame, size_t framelen, lock_op **out) {
     set_args sa;
-    if (lp_set_args(argc, argv, ctx->wall_ms, &sa) < 0) return LOCK_FORWARD;   /* Redis's error */
+    if (lp_set_args(argc, argv, c->wall_ms, &sa) < 0) return LOCK_FORWARD;   /* Redis's error */
     if (!sa.nx) {
         if (sa.get)
             ev_now(ctx, c, r, "getset_lock", "forwarded", &argv[1], "SET ... GET on a lock key", &argv[2]);
@@ -394,7 +394,7 @@ static lock_action decide_set(lock_ctx *ctx, const lock_client *c, const policy_
         resp_parse_ll(argv[sa.expire_idx].ptr, argv[sa.expire_idx].len, &v);
         long long ms = sa.expire_ms_unit ? v : v * 1000;   /* range-checked by lp_set_args */
         /* The client's own absolute time goes to Redis as it is, even one already past. */
-        return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, ms - ctx->wall_ms > 0 ? ms - ctx->wall_ms : 1,
+        return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, ms - c->wall_ms > 0 ? ms - c->wall_ms : 1,
                        1, ms, NULL, out);
     }
     return acquire(ctx, c, r, argv, frame, framelen, shape, sa.get, sa.ttl_ms, 0, 0, NULL, out);
@@ -405,7 +405,7 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
                                  const resp_arg *argv, int ms, int at, const char *frame, size_t framelen,
                                  lock_op **out) {
     expire_args ea;
-    if (lp_expire_args(argc, argv, ms, at, ctx->wall_ms, &ea) < 0) return LOCK_FORWARD;   /* Redis's error */
+    if (lp_expire_args(argc, argv, ms, at, c->wall_ms, &ea) < 0) return LOCK_FORWARD;   /* Redis's error */
     /* The EXPIRE of a SETNX queued in the same audited transaction is the SETNX's own. */
     if (c->in_multi && c->multi_setnx != NULL && c->multi_setnx_len == argv[1].len &&
         memcmp(c->multi_setnx, argv[1].ptr, argv[1].len) == 0 && r->mode != POLICY_ENFORCE)
@@ -488,7 +488,7 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
     return LOCK_SEND;
 }
 
-static int merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *argv) {
+static int merge_expire(lock_ctx *ctx, lock_op *op, int64_t wall_ms, int argc, const resp_arg *argv) {
     if (!lock_op_is_setnx(op) || argc != 3 || op->nkeys < 1) return 0;
     int ms, at;
     if (arg_eq(&argv[0], "expire")) ms = 0, at = 0;
@@ -499,7 +499,7 @@ static int merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *ar
     resp_arg key = {op->keys[0].key, op->keys[0].keylen};
     if (!same(&argv[1], &key)) return 0;
     expire_args ea;
-    if (lp_expire_args(argc, argv, ms, at, ctx->wall_ms, &ea) < 0 || ea.ttl_ms <= 0) return 0;
+    if (lp_expire_args(argc, argv, ms, at, wall_ms, &ea) < 0 || ea.ttl_ms <= 0) return 0;
     const policy_rule *r = lock_rule(ctx, &key);
     if (r == NULL) return 0;
     op->merged = 1;
@@ -511,8 +511,8 @@ static int merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *ar
     return 1;
 }
 
-int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *argv) {
-    int merged = merge_expire(ctx, op, argc, argv);
+int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int64_t wall_ms, int argc, const resp_arg *argv) {
+    int merged = merge_expire(ctx, op, wall_ms, argc, argv);
     if (op->log_pending) {
         char detail[128];
         if (merged) snprintf(detail, sizeof(detail), "ttl=%lld from the EXPIRE queued after it in MULTI", op->ttl_ms);
@@ -542,7 +542,7 @@ static void decide_script(lock_ctx *ctx, const lock_client *c, int argc, const r
             lp_str_add(&id, r->prefix, r->prefix_len);
             lp_str_add(&id, "\n", 1);
             lp_str_add(&id, c->addr, c->ip_len);
-            int first = audit_once_check(ctx->script_once, id.p, id.len, ctx->now_ms);
+            int first = audit_once_check(ctx->script_once, id.p, id.len, c->now_ms);
             lp_str_free(&id);
             if (!first) continue;
         }

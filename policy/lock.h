@@ -42,6 +42,8 @@ typedef struct lock_client {
     int no_scripts;           /* Redis refused a script for this connection (NOPERM) */
     const char *multi_setnx;  /* the key of a SETNX queued earlier in this MULTI, or NULL */
     size_t multi_setnx_len;
+    int64_t now_ms;           /* when the command is decided: monotonic clock */
+    int64_t wall_ms;          /* and the wall clock, for reading EXPIREAT/PXAT as Redis does */
 } lock_client;
 
 /* A lock to renew: handed to the proxy when a lease that renew= covers is acquired. */
@@ -68,8 +70,6 @@ typedef struct lock_ctx {
     const char *instance;     /* instance-name: owner of loopback and unix clients */
     char proxy_id[24];        /* this process, in acquire ids */
     uint64_t next_acquire;
-    int64_t now_ms;           /* monotonic clock, set by the caller before each call */
-    int64_t wall_ms;          /* wall clock, for reading EXPIREAT arguments as Redis does */
 } lock_ctx;
 
 typedef enum {
@@ -78,50 +78,9 @@ typedef enum {
     LOCK_LOCAL                /* answer op->local without sending anything */
 } lock_action;
 
-typedef struct lock_key {
-    char *key;
-    size_t keylen;
-    char mode;                /* DEL: 'o' ordinary, 'r' checked, 'a' audit, 'x' exempt */
-    char rule[64];            /* the rule's prefix, for logging (truncated) */
-    char rule_mode[8];
-    int held;                 /* this connection had a lease on it (in the cache) */
-} lock_key;
-
-typedef struct lock_op {
-    int kind;
-    int shape;                /* acquire: the reply the client's command promises */
-    uint64_t conn_id;
-    int db;
-    int proto;
-    int64_t sent_ms;          /* when it was decided and sent */
-    int merged;               /* SETNX+EXPIRE inside MULTI, answered as two elements */
-    int audit;                /* audit mode: the reply is what the client's command gives */
-    int renew;                /* acquire: the proxy renews it while the connection lives */
-    int log_pending;          /* a SETNX held in MULTI: its event is logged once the merge is decided */
-    int noperm;               /* Redis refused the script (NOPERM): the client's own command
-                               * went instead; the caller stops sending scripts for it */
-    lp_str send;              /* the command to send instead, RESP-encoded */
-    lp_str retry;             /* what to send when Redis refuses op->send (NOSCRIPT, NOPERM) */
-    lp_str orig;              /* the client's own command */
-    int uses_sha;             /* op->send is an EVALSHA */
-    lp_str local;             /* LOCK_LOCAL: the reply */
-    char *value;              /* the token of an acquire */
-    size_t valuelen;
-    lock_key *keys;
-    int nkeys;
-    char id[48];              /* acquire id */
-    lp_str owner;             /* acquire: the owner identity written in the record */
-    long long ttl_ms;         /* the TTL an acquire asks for */
-    long long max_ttl_ms;
-    long long max_hold_ms;
-    int expire_at;            /* a merged EXPIRE: absolute time */
-    char rule[64];
-    char mode[8];
-    char client[64];
-    char client_name[64];
-    size_t client_name_len;
-    int has_name;
-} lock_op;
+/* A decision: what to send, what the client's reply will be made of. Opaque: see the
+ * accessors below. */
+typedef struct lock_op lock_op;
 
 /* Sets up ctx: a random proxy id for acquire ids. */
 void lock_ctx_init(lock_ctx *ctx);
@@ -146,7 +105,7 @@ void lock_op_sent_silently(lock_ctx *ctx, lock_op *op);
 /* A SETNX queued inside MULTI waits for the next queued command: when that is an EXPIRE of
  * the same key, the two become one acquire with the EXPIRE's TTL (op->send is rewritten,
  * op->merged set) and 1 is returned. */
-int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int argc, const resp_arg *argv);
+int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int64_t wall_ms, int argc, const resp_arg *argv);
 /* 1 for a rewritten SETNX, the kind that may wait for its EXPIRE inside MULTI. */
 int lock_op_is_setnx(const lock_op *op);
 
@@ -154,6 +113,62 @@ int lock_op_is_setnx(const lock_op *op);
 int lock_op_extra_elements(const lock_op *op);
 
 void lock_op_free(lock_op *op);
+
+/* What the proxy sends for op: the rewritten command (empty: the client's own bytes). */
+const lp_str *lock_op_send(const lock_op *op);
+/* What to send instead when Redis refused op_send (see lock_op_reply). */
+const lp_str *lock_op_retry(const lock_op *op);
+/* LOCK_LOCAL: the reply the proxy gives itself. */
+const lp_str *lock_op_local(const lock_op *op);
+/* 1 when op_send is an EVALSHA, whose EVAL (lock_op_retry) is what goes under CLIENT REPLY
+ * OFF, where a NOSCRIPT could not be seen. */
+int lock_op_uses_sha(const lock_op *op);
+/* 1 after Redis refused the script for scripting rights (NOPERM). */
+int lock_op_noperm(const lock_op *op);
+/* 1 when op sent a script (so a reply that is no error proves the user may run scripts). */
+int lock_op_scripted(const lock_op *op);
+/* The protocol the reply arrives in (the one in force when it comes, set by the caller). */
+void lock_op_set_proto(lock_op *op, int proto);
+/* Logs check_unavailable for the connection op came from (Redis refused it scripts). */
+void lock_op_log_check_unavailable(lock_ctx *ctx, const lock_op *op, const char *client,
+                                   const char *name, size_t name_len);
+
+/* A rewritten command queued inside MULTI, by its place in the transaction. */
+typedef struct multi_op {
+    int index;
+    lock_op *op;
+} multi_op;
+
+/* EXEC's reply rebuilt: the elements of rewritten commands go through lock_op_reply (a merged
+ * SETNX+EXPIRE answers for two), the others are copied. An EXEC that did not run (an error,
+ * or a null after a WATCH conflict) passes unchanged. proto: the protocol in force. */
+void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const char *f, size_t len,
+                     lp_str *out);
+
+/* The lock commands of one connection's transaction: a SETNX queued in MULTI is held until
+ * the next command shows whether an EXPIRE of its key follows (the two then become one
+ * acquire with the EXPIRE's TTL: clients send a transaction one command at a time, so this
+ * cannot wait for both in one read), and the key of the last SETNX queued is kept (audit mode
+ * forwards that SETNX's own EXPIRE). */
+typedef struct lock_txn {
+    lock_op *held;
+    char *setnx_key;
+    size_t setnx_len;
+} lock_txn;
+
+/* MULTI opened a transaction. */
+void lock_txn_begin(lock_txn *t);
+/* A command is queued inside MULTI: remembers a SETNX's key. */
+void lock_txn_note(lock_txn *t, int argc, const resp_arg *argv);
+/* Holds op when it is a rewritten SETNX queued in MULTI and none is held yet: returns 1 (the
+ * caller answers +QUEUED), else 0. */
+int lock_txn_hold(lock_txn *t, lock_op *op);
+/* The next command of the transaction arrived (argc may be 0: EXEC, DISCARD or a close):
+ * returns the held SETNX, now to be sent, merged with this command when it is an EXPIRE of
+ * the same key (*merged = 1: the command is taken). NULL when nothing was held. */
+lock_op *lock_txn_release(lock_txn *t, lock_ctx *ctx, int64_t wall_ms, int argc, const resp_arg *argv,
+                          int *merged);
+void lock_txn_free(lock_txn *t);
 
 /* The lease-record and history keys of a lock key (appended to out). */
 void lock_record_key(lp_str *out, const char *key, size_t keylen);

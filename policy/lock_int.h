@@ -5,6 +5,51 @@
 
 #include "policy/lock.h"
 
+typedef struct lock_key {
+    char *key;
+    size_t keylen;
+    char mode;                /* DEL: 'o' ordinary, 'r' checked, 'a' audit, 'x' exempt */
+    char rule[64];            /* the rule's prefix, for logging (truncated) */
+    char rule_mode[8];
+    int held;                 /* this connection had a lease on it (in the cache) */
+} lock_key;
+
+struct lock_op {
+    int kind;
+    int shape;                /* acquire: the reply the client's command promises */
+    uint64_t conn_id;
+    int db;
+    int proto;
+    int64_t sent_ms;          /* when it was decided and sent */
+    int merged;               /* SETNX+EXPIRE inside MULTI, answered as two elements */
+    int audit;                /* audit mode: the reply is what the client's command gives */
+    int renew;                /* acquire: the proxy renews it while the connection lives */
+    int log_pending;          /* a SETNX held in MULTI: its event is logged once the merge is decided */
+    int noperm;               /* Redis refused the script (NOPERM): the client's own command
+                               * went instead; the caller stops sending scripts for it */
+    lp_str send;              /* the command to send instead, RESP-encoded */
+    lp_str retry;             /* what to send when Redis refuses op->send (NOSCRIPT, NOPERM) */
+    lp_str orig;              /* the client's own command */
+    int uses_sha;             /* op->send is an EVALSHA */
+    lp_str local;             /* LOCK_LOCAL: the reply */
+    char *value;              /* the token of an acquire */
+    size_t valuelen;
+    lock_key *keys;
+    int nkeys;
+    char id[48];              /* acquire id */
+    lp_str owner;             /* acquire: the owner identity written in the record */
+    long long ttl_ms;         /* the TTL an acquire asks for */
+    long long max_ttl_ms;
+    long long max_hold_ms;
+    int expire_at;            /* a merged EXPIRE: absolute time */
+    char rule[64];
+    char mode[8];
+    char client[64];
+    char client_name[64];
+    size_t client_name_len;
+    int has_name;
+};
+
 enum {
     OP_ACQUIRE = 1,     /* SETNX, SET NX: acquire.lua */
     OP_EXPIRE,          /* EXPIRE family: expire.lua */

@@ -37,12 +37,6 @@ enum pend_kind {
 
 enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
 
-/* A rewritten command queued inside MULTI, by its place in the transaction. */
-typedef struct multi_op {
-    int index;
-    lock_op *op;
-} multi_op;
-
 typedef struct pend {
     uint8_t kind;
     uint8_t family;          /* SUB: which subscription count the bare form empties */

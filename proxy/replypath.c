@@ -60,82 +60,33 @@ void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     buf->len = b->cap - b->len;
 }
 
-/* Rebuilds an EXEC array: elements of rewritten commands go through the policy (a merged
- * SETNX+EXPIRE answers for two), the others are copied as they are. An EXEC that did not
- * run (an error, or a null after a WATCH conflict) passes unchanged. */
-static void exec_reply(session *s, pend *p, const char *f, size_t len, lp_str *out) {
-    char *end;
-    long long count = len > 3 && f[0] == '*' ? strtoll(f + 1, &end, 10) : -1;
-    const char *nl = memchr(f, '\n', len);
-    if (count < 0 || nl == NULL) { lp_str_add(out, f, len); return; }
-    int extra = 0;
-    for (int i = 0; i < p->nmops; i++)
-        if (p->mops[i].index < count) extra += lock_op_extra_elements(p->mops[i].op);
-    char head[32];
-    int hn = snprintf(head, sizeof(head), "*%lld\r\n", count + extra);
-    lp_str_add(out, head, (size_t)hn);
-    size_t pos = (size_t)(nl + 1 - f);
-    resp_reply sc;
-    resp_reply_init(&sc);
-    int m = 0;
-    for (long long i = 0; i < count && pos < len; i++) {
-        size_t used;
-        if (resp_reply_scan(&sc, f + pos, len - pos, &used) != RESP_OK) break;
-        while (m < p->nmops && p->mops[m].index < i) m++;
-        if (m < p->nmops && p->mops[m].index == i) {
-            /* Replies are in the protocol in force when they come (a HELLO pipelined
-             * before the command may have changed it since the command was decided). */
-            p->mops[m].op->proto = s->pg.proto;
-            lock_op_reply(&s->px->lock, p->mops[m].op, f + pos, used, 1, out);
-        } else {
-            lp_str_add(out, f + pos, used);
-        }
-        pos += used;
-    }
-    resp_reply_free(&sc);
-}
-
 /* Redis refused the lock scripts for this connection (an ACL user without @scripting): its
  * lock commands go as it sends them from now on, and the log says so once. */
 static void log_check_unavailable(session *s, const lock_op *op) {
     lp_logf("check_unavailable client=%s: Redis refuses scripts for this connection (NOPERM); "
             "its lock commands pass unchecked", s->peer);
-    if (s->px->lock.log == NULL || s->px->policy == NULL || op->nkeys < 1) return;
-    audit_event e;
-    memset(&e, 0, sizeof(e));
-    e.event = "check_unavailable";
-    e.mode = op->mode[0] ? op->mode : "enforce";
-    e.action = "forwarded";
-    e.rule = op->keys[0].rule[0] ? op->keys[0].rule : op->rule;
-    e.rule_len = strlen(e.rule);
-    e.key = op->keys[0].key;
-    e.key_len = op->keys[0].keylen;
-    e.client = s->peer;
-    e.client_name = s->pg.name;
-    e.client_name_len = s->pg.name_len;
-    e.detail = "Redis refuses scripts for this user (NOPERM): lock commands of this connection pass unchecked";
-    e.held_ms = -1;
-    s->px->lock.log(s->px->lock.log_ud, &e);
+    if (s->px->policy != NULL)
+        lock_op_log_check_unavailable(&s->px->lock, op, s->peer, s->pg.name, s->pg.name_len);
 }
 
 /* The reply to a rewritten command, kept whole while it arrived. */
 static void op_reply(session *s, pend *p, const char *f, size_t len) {
     lp_str out = {0};
-    s->px->lock.now_ms = (int64_t)uv_now(s->px->loop);
-    s->px->lock.wall_ms = lp_wall_ms();
     if (p->kind == PEND_EXEC) {
-        exec_reply(s, p, f, len, &out);
-    } else if ((p->op->proto = s->pg.proto, lock_op_reply(&s->px->lock, p->op, f, len, 0, &out)) ==
+        /* Replies are in the protocol in force when they come (a HELLO pipelined before the
+         * command may have changed it since the command was decided). */
+        lock_exec_reply(&s->px->lock, p->mops, p->nmops, s->pg.proto, f, len, &out);
+    } else if ((lock_op_set_proto(p->op, s->pg.proto), lock_op_reply(&s->px->lock, p->op, f, len, 0, &out)) ==
                LOCK_REPLY_RETRY) {
         /* EVAL after NOSCRIPT; the client's own command after NOPERM for scripting. */
-        if (p->op->noperm && !s->no_scripts) {
+        if (lock_op_noperm(p->op) && !s->no_scripts) {
             s->no_scripts = 1;
             proxy_user_set_noscripts(s->px, s->pg.user, s->pg.user_len);
             log_check_unavailable(s, p->op);
         }
-        sess_emit_copy(s, &s->to_up, p->op->retry.p, p->op->retry.len);
+        sess_emit_copy(s, &s->to_up, lock_op_retry(p->op)->p, lock_op_retry(p->op)->len);
         return;
-    } else if (!p->op->noperm && p->op->send.len > 0 && len > 0 && f[0] != '-' &&
+    } else if (!lock_op_noperm(p->op) && lock_op_scripted(p->op) && len > 0 && f[0] != '-' &&
                !proxy_user_scripts(s->px, s->pg.user, s->pg.user_len)) {
         proxy_user_set_scripts(s->px, s->pg.user, s->pg.user_len);   /* a script ran for this user */
     }

@@ -39,11 +39,7 @@ void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
  * the verdict: tracking lost, a hold until an AUTH's reply, QUIT. */
 static void account_request(session *s, const resp_request *r) {
     pair_req v = pairing_request(&s->pg, r, NULL);     /* NULL: pairing looks the name up */
-    if (v.multi_begins) {
-        free(s->multi_setnx);
-        s->multi_setnx = NULL;
-        s->multi_setnx_len = 0;
-    }
+    if (v.multi_begins) lock_txn_begin(&s->txn);
     if (v.lost) sess_lose_tracking(s, v.lost);
     if (v.hold) s->hold = 1;
     if (v.quit) sess_client_to(s, CL_STOPPED);
@@ -60,8 +56,10 @@ static void lock_client_of(session *s, lock_client *c) {
     c->proto = s->pg.proto;
     c->in_multi = s->pg.in_multi;
     c->db = s->pg.db;
-    c->multi_setnx = s->pg.in_multi ? s->multi_setnx : NULL;
-    c->multi_setnx_len = s->multi_setnx_len;
+    c->multi_setnx = s->pg.in_multi ? s->txn.setnx_key : NULL;
+    c->multi_setnx_len = s->txn.setnx_len;
+    c->now_ms = (int64_t)uv_now(s->px->loop);
+    c->wall_ms = lp_wall_ms();
     c->user = s->pg.user;
     c->user_len = s->pg.user_len;
     c->no_scripts = s->no_scripts || (s->px->n_noscript_users > 0 &&
@@ -78,28 +76,25 @@ static int need_script_probe(session *s) {
            !proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len);
 }
 
-/* Sends the SETNX held inside MULTI: Redis's +QUEUED for it is swallowed (the client had
- * one). */
-static void send_held_setnx(session *s) {
-    lock_op *op = s->held_setnx;
-    s->held_setnx = NULL;
-    sess_emit_copy(s, &s->to_up, op->send.p, op->send.len);
-    pairing_push(&s->pg, PEND_SWALLOW);
-    pairing_add_multi_op(&s->pg, op);
-}
-
-/* The request after a held SETNX: an EXPIRE of its key merges into it (1, answered
- * +QUEUED here); anything else first lets the SETNX go (0). */
+/* The request after a held SETNX (argc 0: none, the transaction ends) lets the SETNX go, with
+ * Redis's +QUEUED for it swallowed (the client had one). An EXPIRE of its key merges into it:
+ * then the EXPIRE is taken (1) and answered +QUEUED here; otherwise 0. */
 static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t pos) {
     if (pos > fwd_start) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
-    int merged = s->pg.in_multi && lock_op_merge_expire(&s->px->lock, s->held_setnx, s->req.argc, s->req.argv);
-    send_held_setnx(s);
+    int merged;
+    lock_op *op = lock_txn_release(&s->txn, &s->px->lock, lp_wall_ms(), s->pg.in_multi ? s->req.argc : 0,
+                                   s->req.argv, &merged);
+    const lp_str *send = lock_op_send(op);
+    sess_emit_copy(s, &s->to_up, send->p, send->len);
+    pairing_push(&s->pg, PEND_SWALLOW);
+    pairing_add_multi_op(&s->pg, op);
     if (merged) {
         s->pg.skip_cur = 0;
         sess_queue_local(s, "+QUEUED\r\n", 9, 0);
     }
     return merged;
 }
+
 /* Asks the lock policy about the request just framed (at pos in b). Returns 0 when it is
  * forwarded as usual; 1 when the policy took it, with *consumed the bytes it covered. Each
  * command is judged on its own: several workers may share one connection, so a SETNX and
@@ -110,17 +105,9 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
     const resp_request *r = &s->req;
     lock_client c;
     lock_client_of(s, &c);
-    px->lock.now_ms = (int64_t)uv_now(px->loop);
-    px->lock.wall_ms = lp_wall_ms();
     lock_op *op = NULL;
     lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, b->data + pos, framelen, &op);
-    if (s->pg.in_multi && resp_arg_is(&r->argv[0], "setnx")) {
-        free(s->multi_setnx);
-        s->multi_setnx = malloc(r->argv[1].len + 1);
-        if (s->multi_setnx == NULL) abort();
-        memcpy(s->multi_setnx, r->argv[1].ptr, r->argv[1].len);
-        s->multi_setnx_len = r->argv[1].len;
-    }
+    if (s->pg.in_multi) lock_txn_note(&s->txn, r->argc, r->argv);
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
     int silent = pairing_silent(&s->pg);
     if (silent && s->pg.in_multi) {
@@ -136,7 +123,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
          * seen) and nothing is paired. An acquire is taken as done: its lease is cached and
          * renewed, which checks the record in Redis, so one that failed renews nothing. */
         if (act == LOCK_SEND) {
-            const lp_str *cmd = op->uses_sha ? &op->retry : &op->send;
+            const lp_str *cmd = lock_op_uses_sha(op) ? lock_op_retry(op) : lock_op_send(op);
             if (cmd->len > 0) sess_emit_copy(s, &s->to_up, cmd->p, cmd->len);
             else sess_emit(s, &s->to_up, b, pos, framelen);
             lock_op_sent_silently(&px->lock, op);
@@ -145,19 +132,19 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
         return 1;
     }
     if (act == LOCK_LOCAL) {
-        sess_queue_local(s, op->local.p, op->local.len, 0);
+        sess_queue_local(s, lock_op_local(op)->p, lock_op_local(op)->len, 0);
         lock_op_free(op);
         return 1;
     }
-    if (s->pg.in_multi && lock_op_is_setnx(op) && s->held_setnx == NULL) {
+    if (s->pg.in_multi && lock_txn_hold(&s->txn, op)) {
         /* Not sent yet: an EXPIRE of the same key may follow (clients send a transaction
          * one command at a time, waiting for each +QUEUED, so it gets one now). */
-        s->held_setnx = op;
         sess_queue_local(s, "+QUEUED\r\n", 9, 0);
         return 1;
     }
-    if (op->send.len > 0) {
-        sess_emit_copy(s, &s->to_up, op->send.p, op->send.len);
+    const lp_str *send = lock_op_send(op);
+    if (send->len > 0) {
+        sess_emit_copy(s, &s->to_up, send->p, send->len);
     } else {
         sess_emit(s, &s->to_up, b, pos, framelen);
     }
@@ -165,7 +152,7 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
         /* Queued: Redis answers +QUEUED; the EXEC element goes through the policy. */
         pairing_add_multi_op(&s->pg, op);
         pairing_expect(&s->pg, 1);
-        if (op->merged) sess_queue_local(s, "+QUEUED\r\n", 9, 0);
+        if (lock_op_extra_elements(op)) sess_queue_local(s, "+QUEUED\r\n", 9, 0);
         return 1;
     }
     pend *p = pairing_push(&s->pg, PEND_OP);
@@ -213,7 +200,7 @@ void sess_process_client_input(session *s) {
             fwd_start = pos;
             continue;
         }
-        if (s->held_setnx != NULL && s->req.argc > 0) {
+        if (s->txn.held != NULL && s->req.argc > 0) {
             int merged = release_held_setnx(s, b, fwd_start, pos);
             fwd_start = pos;
             if (merged) {

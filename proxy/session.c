@@ -65,8 +65,7 @@ static void handle_closed(uv_handle_t *h) {
     resp_reply_free(&s->rep);
     if (s->px->leases) lease_drop_conn(s->px->leases, s->conn_id);
     lp_str_free(&s->cap);
-    lock_op_free(s->held_setnx);
-    free(s->multi_setnx);
+    lock_txn_free(&s->txn);
     lp_block_unref(s->in);
     lp_block_unref(s->rin);
     pairing_free(&s->pg);

@@ -27,13 +27,13 @@
  *   1. SET a 1: no lock key. pairing_request adds PLAIN n=1; its bytes stay in the span
  *      being forwarded (fwd_start .. pos).
  *   2. SETNX lock:a x: lock_decide rewrites it. The span so far (SET) goes to s->to_up, then
- *      the rewrite (SET lock:a x NX PX 30000) as a copy; the pairing gets an OP entry and
- *      s->hold = 1. Framing stops: GET a stays unread in s->in (in_start points at it).
- *      Queue: [PLAIN 1][OP].
- *   3. Replies "+OK" then "+OK": the first answers PLAIN and streams to the client as it
- *      arrives. At the start of the second, pairing_captures() says the head is OP: it is
- *      kept whole in s->cap, then lock_op_reply turns it into ":1", which goes to the client;
- *      the OP entry pops and s->hold = 0.
+ *      the rewrite (EVALSHA of policy/lua/acquire.lua: SET lock:a x NX PX <ttl> and the lease
+ *      record beside it) as a copy; the pairing gets an OP entry and s->hold = 1. Framing
+ *      stops: GET a stays unread in s->in (in_start points at it). Queue: [PLAIN 1][OP].
+ *   3. Replies "+OK" then "*2 :1 :30000": the first answers PLAIN and streams to the client
+ *      as it arrives. At the start of the second, pairing_captures() says the head is OP: it
+ *      is kept whole in s->cap, then lock_op_reply turns it into ":1" (and caches the lease,
+ *      schedules its renewal), which goes to the client; the OP entry pops, s->hold = 0.
  *   4. up_read_cb sees requests held in s->in and frames again: GET a forwards as PLAIN 1,
  *      and its reply streams through as in step 3's first reply.
  * A LOCAL reply (a PERSIST the proxy refuses, a protocol error) is queued as a LOCAL entry
@@ -109,9 +109,7 @@ struct session {
     /* reply accounting: the pending-request queue and what Redis's answers depend on */
     lp_pairing pg;
 
-    lock_op *held_setnx;          /* a SETNX queued in MULTI, waiting to see if EXPIRE follows */
-    char *multi_setnx;            /* the key of the last SETNX queued in this MULTI */
-    size_t multi_setnx_len;
+    lock_txn txn;                 /* the lock commands of a transaction (policy/lock.h) */
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     lp_str cap;

@@ -72,8 +72,6 @@ int lpf_check_lockreply(const uint8_t *data, size_t size)
     ctx.pol = pol;
     ctx.leases = lease_table_new(16);
     ctx.instance = "fuzz";
-    ctx.now_ms = 1000;
-    ctx.wall_ms = 1700000000000LL;
 
     int rc = 0;
     unsigned d = pick % NDEC, in_multi = (pick / NDEC) % 2, merge = (pick / NDEC / 2) % 2;
@@ -85,7 +83,7 @@ int lpf_check_lockreply(const uint8_t *data, size_t size)
         argc++;
     }
     lock_client c = {.conn_id = 7, .addr = "10.0.0.1:5000", .ip_len = 8, .proto = 2 + (pick & 1),
-                     .in_multi = (int)in_multi};
+                     .in_multi = (int)in_multi, .now_ms = 1000, .wall_ms = 1700000000000LL};
     lock_op *op = NULL;
     lock_action act = lock_decide(&ctx, &c, argc, argv, "x", 1, &op);
     if (act == LOCK_FORWARD) goto out;
@@ -93,14 +91,14 @@ int lpf_check_lockreply(const uint8_t *data, size_t size)
     int merged = 0;
     if (in_multi && merge && lock_op_is_setnx(op)) {
         resp_arg ex[3] = {{"EXPIRE", 6}, {"lock:a", 6}, {"5", 1}};
-        merged = lock_op_merge_expire(&ctx, op, 3, ex);
+        merged = lock_op_merge_expire(&ctx, op, 1700000000000LL, 3, ex);
     }
     for (int round = 0; round < 3; round++) {
         lp_str out = {0};
         int r = lock_op_reply(&ctx, op, reply, used, (int)in_multi, &out);
         if (r == LOCK_REPLY_RETRY) {
             if (out.len != 0) rc = fail("decision %u: a retry that also answered", d);
-            else if (op->retry.len == 0) rc = fail("decision %u: a retry with nothing to send", d);
+            else if (lock_op_retry(op)->len == 0) rc = fail("decision %u: a retry with nothing to send", d);
             lp_str_free(&out);
             if (rc) break;
             continue;   /* the retry's reply: the same frame again */

@@ -1,0 +1,111 @@
+/* Lock commands inside transactions and the accessors of lock_op: see lock.h. */
+#include <stdlib.h>
+#include <string.h>
+#include "policy/lock_int.h"
+#include "resp/reply.h"
+
+const lp_str *lock_op_send(const lock_op *op) { return &op->send; }
+const lp_str *lock_op_retry(const lock_op *op) { return &op->retry; }
+const lp_str *lock_op_local(const lock_op *op) { return &op->local; }
+int lock_op_uses_sha(const lock_op *op) { return op->uses_sha; }
+int lock_op_noperm(const lock_op *op) { return op->noperm; }
+int lock_op_scripted(const lock_op *op) { return op->kind != OP_PERSIST && op->kind != OP_PASS && op->send.len > 0; }
+void lock_op_set_proto(lock_op *op, int proto) { op->proto = proto; }
+
+void lock_op_log_check_unavailable(lock_ctx *ctx, const lock_op *op, const char *client,
+                                   const char *name, size_t name_len) {
+    if (ctx->log == NULL || op->nkeys < 1) return;
+    audit_event e;
+    memset(&e, 0, sizeof(e));
+    e.event = "check_unavailable";
+    e.mode = op->keys[0].rule_mode[0] ? op->keys[0].rule_mode : op->mode[0] ? op->mode : "enforce";
+    e.action = "forwarded";
+    e.rule = op->keys[0].rule[0] ? op->keys[0].rule : op->rule;
+    e.rule_len = strlen(e.rule);
+    e.key = op->keys[0].key;
+    e.key_len = op->keys[0].keylen;
+    e.client = client;
+    e.client_name = name;
+    e.client_name_len = name_len;
+    e.detail = "Redis refuses scripts for this user (NOPERM): lock commands of this connection pass unchecked";
+    e.held_ms = -1;
+    ctx->log(ctx->log_ud, &e);
+}
+
+void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const char *f, size_t len,
+                     lp_str *out) {
+    long long count = -1;
+    const char *nl = memchr(f, '\n', len);
+    if (len > 3 && f[0] == '*' && nl != NULL) {
+        char num[24];
+        size_t n = (size_t)(nl - f - 1);
+        if (n > 0 && f[n] == '\r') n--;
+        if (n > 0 && n < sizeof(num)) {
+            memcpy(num, f + 1, n);
+            num[n] = '\0';
+            char *end;
+            count = strtoll(num, &end, 10);
+            if (*end != '\0') count = -1;
+        }
+    }
+    if (count < 0) { lp_str_add(out, f, len); return; }
+    int extra = 0;
+    for (int i = 0; i < nmops; i++)
+        if (mops[i].index < count) extra += lock_op_extra_elements(mops[i].op);
+    resp_enc_num(out, '*', count + extra);
+    size_t pos = (size_t)(nl + 1 - f);
+    int m = 0;
+    for (long long i = 0; i < count && pos < len; i++) {
+        resp_reply sc;
+        resp_reply_init(&sc);
+        size_t used;
+        resp_status st = resp_reply_scan(&sc, f + pos, len - pos, &used);
+        resp_reply_free(&sc);
+        if (st != RESP_OK) break;
+        while (m < nmops && mops[m].index < i) m++;
+        if (m < nmops && mops[m].index == i) {
+            mops[m].op->proto = proto;
+            lock_op_reply(ctx, mops[m].op, f + pos, used, 1, out);
+        } else {
+            lp_str_add(out, f + pos, used);
+        }
+        pos += used;
+    }
+}
+
+void lock_txn_begin(lock_txn *t) {
+    free(t->setnx_key);
+    t->setnx_key = NULL;
+    t->setnx_len = 0;
+}
+
+void lock_txn_note(lock_txn *t, int argc, const resp_arg *argv) {
+    if (argc < 2 || !resp_arg_is(&argv[0], "setnx")) return;
+    free(t->setnx_key);
+    t->setnx_key = malloc(argv[1].len + 1);
+    if (t->setnx_key == NULL) abort();
+    memcpy(t->setnx_key, argv[1].ptr, argv[1].len);
+    t->setnx_len = argv[1].len;
+}
+
+int lock_txn_hold(lock_txn *t, lock_op *op) {
+    if (t->held != NULL || !lock_op_is_setnx(op)) return 0;
+    t->held = op;
+    return 1;
+}
+
+lock_op *lock_txn_release(lock_txn *t, lock_ctx *ctx, int64_t wall_ms, int argc, const resp_arg *argv,
+                          int *merged) {
+    lock_op *op = t->held;
+    t->held = NULL;
+    *merged = 0;
+    if (op == NULL) return NULL;
+    *merged = lock_op_merge_expire(ctx, op, wall_ms, argc, argv);
+    return op;
+}
+
+void lock_txn_free(lock_txn *t) {
+    lock_op_free(t->held);
+    free(t->setnx_key);
+    memset(t, 0, sizeof(*t));
+}
