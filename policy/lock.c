@@ -136,7 +136,16 @@ static void enc_script(lock_op *op, const char *script, const char *sha, int in_
 
 /* ---- helpers ---- */
 
-static int arg_eq(const resp_arg *a, const char *lower) { return resp_arg_is(a, lower); }
+/* EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT: whether its time is in ms and absolute; 0 for another. */
+static int expire_kind(resp_command_id id, int *ms, int *at) {
+    switch (id) {
+    case CMD_EXPIRE: *ms = 0; *at = 0; return 1;
+    case CMD_PEXPIRE: *ms = 1; *at = 0; return 1;
+    case CMD_EXPIREAT: *ms = 0; *at = 1; return 1;
+    case CMD_PEXPIREAT: *ms = 1; *at = 1; return 1;
+    default: return 0;
+    }
+}
 
 static int same(const resp_arg *a, const resp_arg *b) {
     return a->len == b->len && memcmp(a->ptr, b->ptr, a->len) == 0;
@@ -477,7 +486,7 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
         resp_enc_arg(&modes, tok, toklen);
         nargs += 3;
     }
-    resp_enc_cstr(&args, arg_eq(&argv[0], "unlink") ? "unlink" : "del");
+    resp_enc_cstr(&args, resp_command_lookup(&argv[0])->id == CMD_UNLINK ? "unlink" : "del");
     resp_enc_arg(&args, owner.p, owner.len);
     lp_str_add(&args, modes.p, modes.len);
     enc_script(op, lp_lua_release, lp_lua_release_sha, c->in_multi, nkeys, nkeys + nargs, &args);
@@ -491,11 +500,7 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
 static int merge_expire(lock_ctx *ctx, lock_op *op, int64_t wall_ms, int argc, const resp_arg *argv) {
     if (!lock_op_is_setnx(op) || argc != 3 || op->nkeys < 1) return 0;
     int ms, at;
-    if (arg_eq(&argv[0], "expire")) ms = 0, at = 0;
-    else if (arg_eq(&argv[0], "pexpire")) ms = 1, at = 0;
-    else if (arg_eq(&argv[0], "expireat")) ms = 0, at = 1;
-    else if (arg_eq(&argv[0], "pexpireat")) ms = 1, at = 1;
-    else return 0;
+    if (!expire_kind(resp_command_lookup(&argv[0])->id, &ms, &at)) return 0;
     resp_arg key = {op->keys[0].key, op->keys[0].keylen};
     if (!same(&argv[1], &key)) return 0;
     expire_args ea;
@@ -563,35 +568,30 @@ lock_action lock_decide(lock_ctx *ctx, const lock_client *c, int argc, const res
                         const char *frame, size_t framelen, lock_op **out) {
     *out = NULL;
     if (ctx->pol == NULL || argc < 2) return LOCK_FORWARD;
-    const resp_arg *cmd = &argv[0];
+    const resp_command *cmd = c->cmd != NULL ? c->cmd : resp_command_lookup(&argv[0]);
+    if (!(cmd->flags & CMDF_LOCK_KEY)) return LOCK_FORWARD;   /* most commands stop here */
     int ms, at;
-    if (arg_eq(cmd, "eval") || arg_eq(cmd, "evalsha") || arg_eq(cmd, "eval_ro") || arg_eq(cmd, "evalsha_ro") ||
-        arg_eq(cmd, "fcall") || arg_eq(cmd, "fcall_ro")) {
+    if (cmd->keys == RESP_KEYS_NUMKEYS) {
         decide_script(ctx, c, argc, argv);
         return LOCK_FORWARD;
     }
     int exempt = exempt_client(ctx, c);
     /* Without scripting (ACL), every lock command goes as the client sent it. */
     if (c->no_scripts) return LOCK_FORWARD;
-    if (arg_eq(cmd, "del") || arg_eq(cmd, "unlink"))
+    if (cmd->id == CMD_DEL || cmd->id == CMD_UNLINK)
         return decide_del(ctx, c, argc, argv, exempt, frame, framelen, out);
     if (exempt) return LOCK_FORWARD;
 
     const policy_rule *r = lock_rule(ctx, &argv[1]);
     if (r == NULL) return LOCK_FORWARD;
-    if (arg_eq(cmd, "setnx")) return decide_setnx(ctx, c, r, argc, argv, frame, framelen, out);
-    if (arg_eq(cmd, "set")) return decide_set(ctx, c, r, argc, argv, frame, framelen, out);
-    if (arg_eq(cmd, "expire")) ms = 0, at = 0;
-    else if (arg_eq(cmd, "pexpire")) ms = 1, at = 0;
-    else if (arg_eq(cmd, "expireat")) ms = 0, at = 1;
-    else if (arg_eq(cmd, "pexpireat")) ms = 1, at = 1;
-    else ms = -1, at = 0;
-    if (ms >= 0) return decide_expire(ctx, c, r, argc, argv, ms, at, frame, framelen, out);
-    if (arg_eq(cmd, "getset")) {
+    if (cmd->id == CMD_SETNX) return decide_setnx(ctx, c, r, argc, argv, frame, framelen, out);
+    if (cmd->id == CMD_SET) return decide_set(ctx, c, r, argc, argv, frame, framelen, out);
+    if (expire_kind(cmd->id, &ms, &at)) return decide_expire(ctx, c, r, argc, argv, ms, at, frame, framelen, out);
+    if (cmd->id == CMD_GETSET) {
         ev_now(ctx, c, r, "getset_lock", "forwarded", &argv[1], "GETSET on a lock key", argc > 2 ? &argv[2] : NULL);
         return LOCK_FORWARD;
     }
-    if (arg_eq(cmd, "persist") && argc == 2) {
+    if (cmd->id == CMD_PERSIST && argc == 2) {
         ev_now(ctx, c, r, "persist_lock", r->mode == POLICY_ENFORCE ? "refused" : "forwarded", &argv[1],
                "PERSIST would make the lock permanent", NULL);
         if (r->mode != POLICY_ENFORCE) return LOCK_FORWARD;

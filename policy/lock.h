@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include "resp/request.h"
 #include "resp/encode.h"
+#include "resp/command.h"
 #include "policy/policy.h"
 #include "policy/lease.h"
 #include "policy/audit.h"
@@ -42,6 +43,7 @@ typedef struct lock_client {
     int no_scripts;           /* Redis refused a script for this connection (NOPERM) */
     const char *multi_setnx;  /* the key of a SETNX queued earlier in this MULTI, or NULL */
     size_t multi_setnx_len;
+    const struct resp_command *cmd;   /* the command, looked up once per frame; NULL: look it up */
     int64_t now_ms;           /* when the command is decided: monotonic clock */
     int64_t wall_ms;          /* and the wall clock, for reading EXPIREAT/PXAT as Redis does */
 } lock_client;
@@ -159,7 +161,7 @@ typedef struct lock_txn {
 /* MULTI opened a transaction. */
 void lock_txn_begin(lock_txn *t);
 /* A command is queued inside MULTI: remembers a SETNX's key. */
-void lock_txn_note(lock_txn *t, int argc, const resp_arg *argv);
+void lock_txn_note(lock_txn *t, const resp_command *cmd, int argc, const resp_arg *argv);
 /* Holds op when it is a rewritten SETNX queued in MULTI and none is held yet: returns 1 (the
  * caller answers +QUEUED), else 0. */
 int lock_txn_hold(lock_txn *t, lock_op *op);

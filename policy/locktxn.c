@@ -79,8 +79,8 @@ void lock_txn_begin(lock_txn *t) {
     t->setnx_len = 0;
 }
 
-void lock_txn_note(lock_txn *t, int argc, const resp_arg *argv) {
-    if (argc < 2 || !resp_arg_is(&argv[0], "setnx")) return;
+void lock_txn_note(lock_txn *t, const resp_command *cmd, int argc, const resp_arg *argv) {
+    if (argc < 2 || cmd->id != CMD_SETNX) return;
     free(t->setnx_key);
     t->setnx_key = malloc(argv[1].len + 1);
     if (t->setnx_key == NULL) abort();

@@ -37,8 +37,8 @@ void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 /* Records how Redis will answer one framed request that goes to it as it is, and acts on
  * the verdict: tracking lost, a hold until an AUTH's reply, QUIT. */
-static void account_request(session *s, const resp_request *r) {
-    pair_req v = pairing_request(&s->pg, r, NULL);     /* NULL: pairing looks the name up */
+static void account_request(session *s, const resp_request *r, const resp_command *cmd) {
+    pair_req v = pairing_request(&s->pg, r, cmd);
     if (v.multi_begins) lock_txn_begin(&s->txn);
     if (v.lost) sess_lose_tracking(s, v.lost);
     if (v.hold) s->hold = 1;
@@ -47,7 +47,8 @@ static void account_request(session *s, const resp_request *r) {
 }
 
 /* Fills in what policy/lock.c needs to know about the client. */
-static void lock_client_of(session *s, lock_client *c) {
+static void lock_client_of(session *s, const resp_command *cmd, lock_client *c) {
+    c->cmd = cmd;
     c->conn_id = s->conn_id;
     c->addr = s->peer;
     c->ip_len = s->ip_len;
@@ -99,15 +100,15 @@ static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t 
  * forwarded as usual; 1 when the policy took it, with *consumed the bytes it covered. Each
  * command is judged on its own: several workers may share one connection, so a SETNX and
  * the EXPIRE pipelined after it are never merged outside MULTI. */
-static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, size_t framelen,
-                        size_t *consumed) {
+static int lock_request(session *s, const resp_command *cmd, lp_block *b, size_t fwd_start, size_t pos,
+                        size_t framelen, size_t *consumed) {
     proxy *px = s->px;
     const resp_request *r = &s->req;
     lock_client c;
-    lock_client_of(s, &c);
+    lock_client_of(s, cmd, &c);
     lock_op *op = NULL;
     lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, b->data + pos, framelen, &op);
-    if (s->pg.in_multi) lock_txn_note(&s->txn, r->argc, r->argv);
+    if (s->pg.in_multi) lock_txn_note(&s->txn, cmd, r->argc, r->argv);
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
     int silent = pairing_silent(&s->pg);
     if (silent && s->pg.in_multi) {
@@ -123,8 +124,8 @@ static int lock_request(session *s, lp_block *b, size_t fwd_start, size_t pos, s
          * seen) and nothing is paired. An acquire is taken as done: its lease is cached and
          * renewed, which checks the record in Redis, so one that failed renews nothing. */
         if (act == LOCK_SEND) {
-            const lp_str *cmd = lock_op_uses_sha(op) ? lock_op_retry(op) : lock_op_send(op);
-            if (cmd->len > 0) sess_emit_copy(s, &s->to_up, cmd->p, cmd->len);
+            const lp_str *bytes = lock_op_uses_sha(op) ? lock_op_retry(op) : lock_op_send(op);
+            if (bytes->len > 0) sess_emit_copy(s, &s->to_up, bytes->p, bytes->len);
             else sess_emit(s, &s->to_up, b, pos, framelen);
             lock_op_sent_silently(&px->lock, op);
         }
@@ -190,6 +191,8 @@ void sess_process_client_input(session *s) {
             }
             break;
         }
+        /* The command is named once per frame: pairing and policy switch on its id. */
+        const resp_command *cmd = s->req.argc > 0 ? resp_command_lookup(&s->req.argv[0]) : NULL;
         if (s->up_state == UP_FAILED) {
             if (s->req.argc > 0) {
                 char line[160];
@@ -218,13 +221,13 @@ void sess_process_client_input(session *s) {
             (s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED) &&
             !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
             size_t consumed;
-            if (lock_request(s, b, fwd_start, pos, framelen, &consumed)) {
+            if (lock_request(s, cmd, b, fwd_start, pos, framelen, &consumed)) {
                 pos += consumed;
                 fwd_start = pos;
                 continue;
             }
         }
-        if (s->req.argc == 1 && !s->pg.in_multi && resp_arg_is(&s->req.argv[0], "multi") && need_script_probe(s)) {
+        if (cmd != NULL && cmd->id == CMD_MULTI && s->req.argc == 1 && !s->pg.in_multi && need_script_probe(s)) {
             /* Before the MULTI goes, learn whether this user may run scripts: a lock
              * script Redis refused inside the transaction would abort it. */
             if (pos > fwd_start) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
@@ -233,7 +236,7 @@ void sess_process_client_input(session *s) {
             sess_emit_copy(s, &s->to_up, probe, sizeof(probe) - 1);
             pairing_push(&s->pg, PEND_SWALLOW)->script_probe = 1;
         }
-        account_request(s, &s->req);
+        account_request(s, &s->req, cmd);
         pos += framelen;
     }
     if (pos > fwd_start && s->up_state != UP_FAILED) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
