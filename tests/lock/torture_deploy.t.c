@@ -35,8 +35,14 @@
  *                  lock was live and kept: a legitimate release refused);
  *   untimed        a sampler reads PTTL of every lock key and every __lockproxy:* key every
  *                  50 ms during the run: no sighting of a key without a TTL;
- *   end            after the last instance exited: no lock key without a TTL, and every lock
+ *   end            every worker ends with a SETNX of a key of its own (lock:tdf:<i>:<t>) that
+ *                  it never releases, and its instance exits holding it (as in a crash);
+ *                  after the last instance exited: no lock key without a TTL, and every lock
  *                  and record gone within ttl (+500 ms) of that moment; histories keep a TTL.
+ *   refused EXPIRE a holder's EXPIRE answered :0 while GET right after shows its own token.
+ * Found failing against the proxy: refused legitimate releases and refused EXPIREs of
+ * holders, on a pooled connection that once held an earlier lease of the same key that ended
+ * by its TTL (see the BUG notes at the assertions, and lease_faults.t (e)).
  * The same workload runs first straight to Redis (shorter, no proxy to restart) and shows the
  * failures the proxy is there to prevent (stuck locks, foreign deletions). Workers exit with
  * _exit() (the harness's exit handlers belong to the test). */
@@ -74,7 +80,7 @@ typedef struct shared {
     key_state keys[KEYS];
     atomic_int acquired[NPAT], released, overruns, gave_up, expire_not_1, expire_refused, final_holds;
     atomic_int foreign, refused_legit, expired_before_del, late_refused, nothing_to_del;
-    atomic_int interrupted, reconnects, errors, self_killed;
+    atomic_int interrupted, reconnects, errors, self_killed, del_lost;
     atomic_int detail_claimed_foreign, detail_claimed_refused, detail_claimed_error, detail_claimed_expire;
     char foreign_detail[512], refused_detail[512], error_detail[512], expire_detail[512];
 } shared;
@@ -283,7 +289,9 @@ static void *worker_main(void *arg)
             if (pre[0] != '\0' && post[0] == '\0' && pre_pttl > 300) d = 1;
             else d = 0;
         }
-        if (d == 1 && !mine) {
+        if (lost && d == 0) {
+            atomic_fetch_add(&sh->del_lost, 1);   /* never reached Redis: not a refusal */
+        } else if (d == 1 && !mine) {
             atomic_fetch_add(&sh->foreign, 1);
             note(&sh->detail_claimed_foreign, sh->foreign_detail,
                  "instance %d thread %d %s: %s acquired on slot %d (%s), DEL on slot %d (%s) answered :1 but the lock "
@@ -294,11 +302,16 @@ static void *worker_main(void *arg)
         } else if (mine && (pre_pttl > 0 || pre_pttl == -1)) {
             if (strcmp(post, tok) == 0) {
                 atomic_fetch_add(&sh->refused_legit, 1);
+                redisReply *rec = redisCommand(w->ctl, "HMGET __lockproxy:{%s}:r:%s owner id via", key, key);
+                redisReply *hist = redisCommand(w->ctl, "HMGET __lockproxy:{%s}:h:%s a r e", key, key);
                 note(&sh->detail_claimed_refused, sh->refused_detail,
                      "instance %d (%s) thread %d %s: %s acquired on slot %d (proxy %s), DEL on slot %d (proxy %s) "
-                     "answered :%lld while the lock held its token with PTTL %lld; after it: still its token, PTTL %lld",
-                     in->id, in->ip, w->thread, key, pat_name[pat], aslot, slot_proxy(in, aslot), dslot,
-                     slot_proxy(in, dslot), d, pre_pttl, post_pttl);
+                     "answered :%lld while the lock held its token with PTTL %lld; after it: still its token, PTTL "
+                     "%lld; record [owner,id,via] %s, history [a,r,e] %s", in->id, in->ip, w->thread, key,
+                     pat_name[pat], aslot, slot_proxy(in, aslot), dslot, slot_proxy(in, dslot), d, pre_pttl,
+                     post_pttl, lk_show(rec), lk_show(hist));
+                freeReplyObject(rec);
+                freeReplyObject(hist);
             } else {
                 atomic_fetch_add(&sh->expired_before_del, 1);
             }
@@ -309,18 +322,16 @@ static void *worker_main(void *arg)
         }
         key_unlock(k);
     }
-    /* The end: one more SETNX (renewed), never released: the instance exits holding it, as a
-     * crash would leave it. */
+    /* The end: one more SETNX (renewed) of a key of its own, never released: the instance
+     * exits holding it, as a crash would leave it. */
     if (in->final_hold) {
-        char key[32], tok[37];
-        int ki = w->thread * 2 + rand_r(&w->seed) % 2, s;
-        snprintf(key, sizeof key, "lock:td:%d", ki);
+        char key[48], tok[37];
+        int s;
+        snprintf(key, sizeof key, "lock:tdf:%d:%d", in->id, w->thread);
         uuid(tok);
-        key_lock(&sh->keys[ki]);
         redisReply *r = pool_cmd(w, &s, "SETNX %s %s", key, tok);
         if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1) atomic_fetch_add(&sh->final_holds, 1);
         freeReplyObject(r);
-        key_unlock(&sh->keys[ki]);
     }
     redisFree(w->ctl);
     return NULL;
@@ -441,8 +452,7 @@ static void run(int proxied, result *res)
         if (now >= next_sample) {
             next_sample = now + 50;
             res->samples++;
-            for (int i = 0; i < KEYS; i++)
-                if (lk_int(c, "PTTL lock:td:%d", i) == -1) res->untimed_locks_seen++;
+            res->untimed_locks_seen += untimed_keys(c, "lock:td*");
             if (res->samples % 5 == 0) res->untimed_proxy_seen += untimed_keys(c, DP_RECORD_PREFIX "*");
         }
         if (now > deadline) {
@@ -457,12 +467,12 @@ static void run(int proxied, result *res)
         hp_sleep_ms(5);
     }
     /* The end: no lock without a TTL now, and every lock gone within ttl. */
-    for (int i = 0; i < KEYS; i++)
-        if (lk_int(c, "PTTL lock:td:%d", i) == -1) res->stuck_at_end++;
+    res->stuck_at_end = untimed_keys(c, "lock:td*");
     res->gone_after_ms = -1;
     while (proxied && hp_now_ms() - res->last_exit_ms < TTL_MS + END_SLACK_MS + 3000) {
-        int present = 0;
-        for (int i = 0; i < KEYS; i++) present += lk_int(c, "EXISTS lock:td:%d", i) == 1;
+        redisReply *r = redisCommand(c, "KEYS lock:td*");
+        int present = r != NULL && r->type == REDIS_REPLY_ARRAY ? (int)r->elements : -1;
+        freeReplyObject(r);
         if (present == 0) {
             res->gone_after_ms = hp_now_ms() - res->last_exit_ms;
             break;
@@ -482,9 +492,9 @@ static void run(int proxied, result *res)
          atomic_load(&s->released), atomic_load(&s->overruns), atomic_load(&s->gave_up), atomic_load(&s->expire_not_1),
          atomic_load(&s->expire_refused), atomic_load(&s->final_holds), res->killed, atomic_load(&s->self_killed));
     diag("%s: foreign deletions %d, refused legitimate releases %d, leases that expired between check and DEL %d, "
-         "late DELs refused (or lost) %d, DELs with nothing to delete %d", S, atomic_load(&s->foreign),
-         atomic_load(&s->refused_legit), atomic_load(&s->expired_before_del), atomic_load(&s->late_refused),
-         atomic_load(&s->nothing_to_del));
+         "late DELs refused %d, DELs with nothing to delete %d, DELs lost with their connection %d", S,
+         atomic_load(&s->foreign), atomic_load(&s->refused_legit), atomic_load(&s->expired_before_del),
+         atomic_load(&s->late_refused), atomic_load(&s->nothing_to_del), atomic_load(&s->del_lost));
     diag("%s: commands interrupted %d, pool reconnects %d, error replies %d; %d samples: lock keys without TTL seen "
          "%d times, proxy keys without TTL %d times", S, atomic_load(&s->interrupted), atomic_load(&s->reconnects),
          atomic_load(&s->errors), res->samples, res->untimed_locks_seen, res->untimed_proxy_seen);
@@ -528,9 +538,9 @@ int main(void)
     ok(atomic_load(&s->reconnects) > 0, "proxies: the restart dropped pooled connections, which reconnected (%d)",
        atomic_load(&s->reconnects));
     ok(p.killed == 2, "proxies: two instances were killed (%d)", p.killed);
-    ok(acquisitions > 100, "proxies: the workers took locks (%d acquisitions)", acquisitions);
+    ok(acquisitions > 50, "proxies: the workers took locks (%d acquisitions)", acquisitions);
     ok(atomic_load(&s->overruns) > 5 && atomic_load(&s->late_refused) + atomic_load(&s->expired_before_del) > 0,
-       "proxies: overruns happened (%d) and late releases met them (%d refused or lost, %d expired)",
+       "proxies: overruns happened (%d) and late releases met them (%d refused, %d expired)",
        atomic_load(&s->overruns), atomic_load(&s->late_refused), atomic_load(&s->expired_before_del));
     is_int(atomic_load(&s->foreign), 0, "proxies: no DEL removed another worker's lock");
     /* BUG: a pooled instance's legitimate release is refused (late_release) when the pooled
