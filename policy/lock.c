@@ -119,13 +119,21 @@ static int cache_get(lock_ctx *ctx, const lock_client *c, const resp_arg *key, c
  * NOSCRIPT could not be retried. The keys and arguments after the script are in args. */
 static void enc_script(lock_op *op, const char *script, const char *sha, int in_multi,
                        int nkeys, int nargs, const lp_str *args) {
-    lp_str *dst = in_multi ? &op->send : &op->retry;
-    resp_enc_head(dst, 3 + nargs);
-    resp_enc_cstr(dst, "EVAL");
-    resp_enc_cstr(dst, script);
-    resp_enc_ll(dst, nkeys);
-    lp_str_add(dst, args->p, args->len);
-    if (in_multi) return;
+    if (in_multi) {
+        resp_enc_head(&op->send, 3 + nargs);
+        resp_enc_cstr(&op->send, "EVAL");
+        resp_enc_cstr(&op->send, script);
+        resp_enc_ll(&op->send, nkeys);
+        lp_str_add(&op->send, args->p, args->len);
+        return;
+    }
+    /* The EVAL that a NOSCRIPT needs is built only then (lock_op_retry): it carries the
+     * whole script, and NOSCRIPT is rare. */
+    op->script = script;
+    op->script_nkeys = nkeys;
+    op->script_nargs = nargs;
+    lp_str_free(&op->script_args);
+    lp_str_add(&op->script_args, args->p, args->len);
     resp_enc_head(&op->send, 3 + nargs);
     resp_enc_cstr(&op->send, "EVALSHA");
     resp_enc_cstr(&op->send, sha);
@@ -252,6 +260,7 @@ void lock_op_free(lock_op *op) {
     if (op == NULL) return;
     lp_str_free(&op->send);
     lp_str_free(&op->retry);
+    lp_str_free(&op->script_args);
     lp_str_free(&op->orig);
     lp_str_free(&op->owner);
     lp_str_free(&op->local);

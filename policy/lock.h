@@ -69,6 +69,7 @@ typedef struct lock_ctx {
     void (*renew)(void *ud, const lock_renewal *r);   /* NULL: no renewal */
     void *renew_ud;
     audit_once *script_once;  /* script_lock: once per script, rule and client IP an hour */
+    void *reader;             /* hiredis's redisReader for script replies (lockreply.c) */
     const char *instance;     /* instance-name: owner of loopback and unix clients */
     char proxy_id[24];        /* this process, in acquire ids */
     uint64_t next_acquire;
@@ -86,6 +87,8 @@ typedef struct lock_op lock_op;
 
 /* Sets up ctx: a random proxy id for acquire ids. */
 void lock_ctx_init(lock_ctx *ctx);
+/* Frees what lock_ctx_init and the replies allocated (not the tables the caller set). */
+void lock_ctx_free(lock_ctx *ctx);
 
 /* Decides what to do with one command (argv; its RESP bytes in frame, kept for the
  * fallback when Redis refuses scripts). */
@@ -119,7 +122,7 @@ void lock_op_free(lock_op *op);
 /* What the proxy sends for op: the rewritten command (empty: the client's own bytes). */
 const lp_str *lock_op_send(const lock_op *op);
 /* What to send instead when Redis refused op_send (see lock_op_reply). */
-const lp_str *lock_op_retry(const lock_op *op);
+const lp_str *lock_op_retry(lock_op *op);
 /* LOCK_LOCAL: the reply the proxy gives itself. */
 const lp_str *lock_op_local(const lock_op *op);
 /* 1 when op_send is an EVALSHA, whose EVAL (lock_op_retry) is what goes under CLIENT REPLY

@@ -29,6 +29,9 @@ struct lock_op {
                                * went instead; the caller stops sending scripts for it */
     lp_str send;              /* the command to send instead, RESP-encoded */
     lp_str retry;             /* what to send when Redis refuses op->send (NOSCRIPT, NOPERM) */
+    const char *script;       /* EVALSHA: the script, its key count, argument count and */
+    int script_nkeys, script_nargs;
+    lp_str script_args;       /* encoded keys and arguments, for the EVAL built on NOSCRIPT */
     lp_str orig;              /* the client's own command */
     int uses_sha;             /* op->send is an EVALSHA */
     lp_str local;             /* LOCK_LOCAL: the reply */

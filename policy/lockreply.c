@@ -10,18 +10,22 @@
 /* A script's reply, decoded with hiredis: an array of integers and strings. Script replies
  * hold no null (the scripts return 0/1 and strings), so RESP3 decodes as RESP2 does. */
 typedef struct script_reply {
-    redisReader *rd;
+    lock_ctx *ctx;
     redisReply *r;
 } script_reply;
 
-static int decode(script_reply *sr, const char *frame, size_t len) {
+/* One reader serves every decode (the frames come whole); one that failed is replaced. */
+static int decode(lock_ctx *ctx, script_reply *sr, const char *frame, size_t len) {
+    sr->ctx = ctx;
     sr->r = NULL;
-    sr->rd = redisReaderCreate();
-    if (sr->rd == NULL) return -1;
+    if (ctx->reader == NULL && (ctx->reader = redisReaderCreate()) == NULL) return -1;
+    redisReader *rd = ctx->reader;
     void *rep = NULL;
-    if (redisReaderFeed(sr->rd, frame, len) != REDIS_OK || redisReaderGetReply(sr->rd, &rep) != REDIS_OK ||
+    if (redisReaderFeed(rd, frame, len) != REDIS_OK || redisReaderGetReply(rd, &rep) != REDIS_OK ||
         rep == NULL) {
         if (rep) freeReplyObject(rep);
+        redisReaderFree(rd);
+        ctx->reader = NULL;
         return -1;
     }
     sr->r = rep;
@@ -34,7 +38,11 @@ static int decode(script_reply *sr, const char *frame, size_t len) {
 
 static void decode_done(script_reply *sr) {
     if (sr->r) freeReplyObject(sr->r);
-    if (sr->rd) redisReaderFree(sr->rd);
+    /* Bytes left over mean the frame was not one reply: start the next decode clean. */
+    if (sr->ctx->reader != NULL && ((redisReader *)sr->ctx->reader)->pos < ((redisReader *)sr->ctx->reader)->len) {
+        redisReaderFree(sr->ctx->reader);
+        sr->ctx->reader = NULL;
+    }
 }
 
 static long long int_at(const script_reply *sr, size_t i) {
@@ -60,7 +68,7 @@ static void acquired(lock_ctx *ctx, lock_op *op, long long pttl) {
 
 static void reply_acquire(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, lp_str *out) {
     script_reply sr;
-    if (decode(&sr, frame, len) < 0 || sr.r->elements < 1) {
+    if (decode(ctx, &sr, frame, len) < 0 || sr.r->elements < 1) {
         lp_str_add(out, frame, len);   /* not the script's answer: as it is */
         if (op->merged) lp_str_add(out, frame, len);
         decode_done(&sr);
@@ -117,7 +125,7 @@ static void stop_renewing(lock_ctx *ctx, lock_op *op) {
 
 static void reply_expire(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, lp_str *out) {
     script_reply sr;
-    if (decode(&sr, frame, len) < 0 || sr.r->elements != 2) {
+    if (decode(ctx, &sr, frame, len) < 0 || sr.r->elements != 2) {
         lp_str_add(out, frame, len);
         decode_done(&sr);
         return;
@@ -140,7 +148,7 @@ static void reply_expire(lock_ctx *ctx, lock_op *op, const char *frame, size_t l
 
 static void reply_del(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, lp_str *out) {
     script_reply sr;
-    if (decode(&sr, frame, len) < 0 || (int)sr.r->elements != op->nkeys) {
+    if (decode(ctx, &sr, frame, len) < 0 || (int)sr.r->elements != op->nkeys) {
         lp_str_add(out, frame, len);
         decode_done(&sr);
         return;
@@ -172,6 +180,11 @@ static void reply_del(lock_ctx *ctx, lock_op *op, const char *frame, size_t len,
     decode_done(&sr);
 }
 
+void lock_ctx_free(lock_ctx *ctx) {
+    if (ctx->reader != NULL) redisReaderFree(ctx->reader);
+    ctx->reader = NULL;
+}
+
 void lock_op_sent_silently(lock_ctx *ctx, lock_op *op) {
     if (op->kind == OP_ACQUIRE && !op->audit) acquired(ctx, op, op->ttl_ms);
 }
@@ -183,7 +196,8 @@ int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int
         return LOCK_REPLY_DONE;
     }
     if (err && !in_exec && op->uses_sha && has_prefix(frame, len, "-NOSCRIPT")) {
-        op->uses_sha = 0;   /* op->retry is the EVAL */
+        lock_op_retry(op);  /* the EVAL */
+        op->uses_sha = 0;
         return LOCK_REPLY_RETRY;
     }
     if (err && !in_exec && op->kind != OP_PERSIST && has_prefix(frame, len, "-NOPERM")) {
@@ -191,6 +205,7 @@ int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int
         op->noperm = 1;
         op->kind = OP_PASS;
         op->uses_sha = 0;
+        op->script = NULL;
         lp_str_free(&op->retry);
         lp_str_add(&op->retry, op->orig.p, op->orig.len);
         return LOCK_REPLY_RETRY;

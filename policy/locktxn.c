@@ -5,7 +5,16 @@
 #include "resp/reply.h"
 
 const lp_str *lock_op_send(const lock_op *op) { return &op->send; }
-const lp_str *lock_op_retry(const lock_op *op) { return &op->retry; }
+const lp_str *lock_op_retry(lock_op *op) {
+    if (op->retry.len == 0 && op->script != NULL) {
+        resp_enc_head(&op->retry, 3 + op->script_nargs);
+        resp_enc_cstr(&op->retry, "EVAL");
+        resp_enc_cstr(&op->retry, op->script);
+        resp_enc_ll(&op->retry, op->script_nkeys);
+        lp_str_add(&op->retry, op->script_args.p, op->script_args.len);
+    }
+    return &op->retry;
+}
 const lp_str *lock_op_local(const lock_op *op) { return &op->local; }
 int lock_op_uses_sha(const lock_op *op) { return op->uses_sha; }
 int lock_op_noperm(const lock_op *op) { return op->noperm; }

@@ -316,8 +316,9 @@ int proxy_run(const lp_config *cfg) {
         fprintf(stderr, "lockproxy: %s\n", err);
         policy_free(px.policy);
         lease_table_free(px.leases);
-    audit_once_free(px.lock.script_once);
-    forget_noscript_users(&px);
+        audit_once_free(px.lock.script_once);
+        lock_ctx_free(&px.lock);
+        forget_noscript_users(&px);
         audit_limiter_free(px.limiter);
         if (px.audit) lp_auditlog_close(px.audit);
         if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
@@ -362,6 +363,7 @@ int proxy_run(const lp_config *cfg) {
     policy_free(px.policy);
     lease_table_free(px.leases);
     audit_once_free(px.lock.script_once);
+    lock_ctx_free(&px.lock);
     forget_noscript_users(&px);
     audit_limiter_free(px.limiter);
     lp_block_pool_drain();

@@ -4,7 +4,7 @@
 -- audit mode forwards the client's command as it is); ARGV[3] the time in ms; ARGV[4] the
 -- cap in ms ('0': none); ARGV[5] owner; ARGV[6] acquire id; ARGV[7] via; ARGV[8] 'get' to
 -- answer as SET ... NX GET; ARGV[9] the record's TTL in ms when the lock gets none.
--- Returns {1, pttl} when acquired, {0} when someone holds it ({0, old value} with 'get');
+-- Returns {1, 0} when acquired, {0} when someone holds it ({0, old value} with 'get');
 -- an error Redis gives the SET comes back unchanged.
 local unit, val = ARGV[2], ARGV[3]
 local cap = tonumber(ARGV[4])
@@ -32,18 +32,20 @@ if not got then
 end
 local t = redis.call('time')
 local since = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-redis.call('del', KEYS[2])
+-- Every field is written: no stale one can survive from an earlier record.
 redis.call('hset', KEYS[2], 'owner', ARGV[5], 'id', ARGV[6], 'token_sha1', redis.sha1hex(ARGV[1]),
            'since_ms', since, 'via', ARGV[7])
-local pt = redis.call('pttl', KEYS[1])
-if pt > 9007199254740992 then
-  redis.call('persist', KEYS[2])   -- past 2^53 ms Lua's numbers are not exact
-elseif pt > 0 then
-  redis.call('pexpire', KEYS[2], string.format('%d', pt))
-elseif pt == -1 then
+-- The record gets the lock's own expiry (the same unit and number, so no rounding).
+local left
+if unit == 'none' then
   redis.call('pexpire', KEYS[2], ARGV[9])
+  left = tonumber(ARGV[9])
+elseif unit == 'pxat' then
+  redis.call('pexpireat', KEYS[2], val)
+  left = tonumber(val) - (tonumber(t[1]) * 1000)
 else
-  redis.call('del', KEYS[2])
+  redis.call('pexpire', KEYS[2], val)
+  left = tonumber(val)
 end
 -- The history: the previous lease, when it was not released, ended by its TTL.
 local h = redis.call('hmget', KEYS[3], 'a', 'r', 'e')
@@ -54,8 +56,10 @@ if h[1] and h[1] ~= h[2] then
     n = n + 1
     if n <= 16 then keep[n] = id end
   end
-  redis.call('hset', KEYS[3], 'e', table.concat(keep, ' '))
+  redis.call('hset', KEYS[3], 'a', ARGV[6], 'e', table.concat(keep, ' '))
+else
+  redis.call('hset', KEYS[3], 'a', ARGV[6])
 end
-redis.call('hset', KEYS[3], 'a', ARGV[6])
-redis.call('pexpire', KEYS[3], string.format('%d', math.min(math.max(pt, 0), 86400000) + 600000))
-return {1, pt}
+left = math.min(math.max(left, 0), 86400000) + 600000
+redis.call('pexpire', KEYS[3], string.format('%d', left))
+return {1, 0}

@@ -61,9 +61,13 @@ else
   res = call(cmd, val, flags)
 end
 if type(res) == 'table' and res.err then return res end
-if verdict == 0 and r[1] then
-  -- The record follows the lock. A TTL past 2^53 ms (Lua numbers are doubles) leaves the
-  -- record without one: it goes with the lock's release.
+if verdict == 0 and r[1] and #flags == 0 and res == 1 then
+  -- The record follows the lock: the same command and number.
+  redis.call(cmd, rec, val)
+elseif verdict == 0 and r[1] then
+  -- With NX/XX/GT/LT the lock's TTL may not have moved: the record takes the lock's. A TTL
+  -- past 2^53 ms (Lua numbers are doubles) leaves the record without one: it goes with the
+  -- lock's release.
   local pt = redis.call('pttl', lock)
   if pt > 9007199254740992 or pt == -1 then redis.call('persist', rec)
   elseif pt > 0 then redis.call('pexpire', rec, string.format('%d', pt))

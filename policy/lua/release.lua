@@ -29,19 +29,18 @@ while a <= #ARGV do
     local mode, myid, mytok = ARGV[a], ARGV[a + 1], ARGV[a + 2]
     k, a = k + 3, a + 3
     local v = redis.pcall('get', lock)
-    local verdict
+    local verdict, r
     if v == false then
       verdict = 4
     elseif type(v) ~= 'string' then
       verdict = 3
     else
-      local r = redis.call('hmget', rec, 'owner', 'id', 'token_sha1')
-      local matches = r[3] == redis.sha1hex(v)
+      r = redis.call('hmget', rec, 'owner', 'id', 'token_sha1')
       if myid ~= '' and (r[2] == myid or (not r[1] and v == mytok)) then
         verdict = 0
       elseif myid ~= '' and late(hist, myid) then
         verdict = 2
-      elseif not r[1] or not matches then
+      elseif not r[1] or r[3] ~= redis.sha1hex(v) then
         verdict = 3
       elseif r[1] == ARGV[2] then
         verdict = 0
@@ -52,9 +51,10 @@ while a <= #ARGV do
     local del = 0
     if verdict ~= 4 and (mode ~= 'r' or verdict == 0 or verdict == 3) then
       del = redis.call(ARGV[1], lock)
-      local id = redis.call('hget', rec, 'id')
-      redis.call('del', rec)
-      if id then redis.call('hset', hist, 'r', id) end
+      if r and r[2] then
+        redis.call('del', rec)
+        redis.call('hset', hist, 'r', r[2])
+      end
     end
     out[#out + 1] = verdict * 10 + del
   end

@@ -112,6 +112,7 @@ int lpf_check_lockreply(const uint8_t *data, size_t size)
 out:
     lock_op_free(op);
     lease_table_free(ctx.leases);
+    lock_ctx_free(&ctx);
     policy_free(pol);
     return rc;
 }

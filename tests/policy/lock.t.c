@@ -297,6 +297,7 @@ int main(void)
     test_exec();
     lease_table_free(ctx.leases);
     audit_once_free(ctx.script_once);
+    lock_ctx_free(&ctx);
     policy_free(pol);
     return 0;
 }
