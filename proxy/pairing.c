@@ -69,7 +69,7 @@ void pairing_pop(lp_pairing *p) {
 void pairing_expect(lp_pairing *p, uint32_t n) {
     pend *t = tail(p);
     if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && !t->select &&
-        !t->setname && !t->reprobe && t->n < UINT32_MAX - n)
+        !t->setname && !t->reprobe && !t->acl_change && t->n < UINT32_MAX - n)
         t->n += n;
     else pairing_push(p, PEND_PLAIN)->n = n;
 }
@@ -278,9 +278,24 @@ static void hello_request(lp_pairing *p, const resp_request *r, pair_req *v) {
 static int changes_auth(const resp_request *r, const resp_command *c) {
     if (r->argc < 2) return 0;
     const resp_arg *sub = &r->argv[1];
-    if (c->id == CMD_CONFIG) return resp_arg_is(sub, "set");
-    return c->id == CMD_ACL &&
-           (resp_arg_is(sub, "setuser") || resp_arg_is(sub, "deluser") || resp_arg_is(sub, "load"));
+    /* Only what can change whether the default user needs a password: CONFIG SET of
+     * requirepass, ACL SETUSER default, ACL LOAD. (A probe is a connection of its own, which
+     * Redis counts in its memory and client list: not for every CONFIG SET.) */
+    if (c->id == CMD_CONFIG && resp_arg_is(sub, "set")) {
+        for (int i = 2; i < r->argc; i += 2)
+            if (resp_arg_is(&r->argv[i], "requirepass")) return 1;
+        return 0;
+    }
+    if (c->id != CMD_ACL) return 0;
+    if (resp_arg_is(sub, "load")) return 1;
+    return resp_arg_is(sub, "setuser") && r->argc >= 3 && r->argv[2].len == 7 &&
+           memcmp(r->argv[2].ptr, "default", 7) == 0;
+}
+
+static int acl_change(const resp_request *r, const resp_command *c) {
+    if (c->id != CMD_ACL || r->argc < 2) return 0;
+    const resp_arg *sub = &r->argv[1];
+    return resp_arg_is(sub, "setuser") || resp_arg_is(sub, "deluser") || resp_arg_is(sub, "load");
 }
 
 /* Any other command outside MULTI. AUTH, SELECT, SETNAME, blocking commands, auth changes
@@ -291,12 +306,12 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_comma
     int is_auth = c->id == CMD_AUTH;
     int is_quit = c->id == CMD_QUIT;
     int blocking = is_blocking(r, c);
-    int reprobe = changes_auth(r, c);
+    int reprobe = changes_auth(r, c), acl = acl_change(r, c);
     long long db = -1;
     if (c->id == CMD_SELECT && r->argc == 2 &&
         (!resp_parse_ll(r->argv[1].ptr, r->argv[1].len, &db) || db < 0 || db > INT32_MAX))
         db = -1;
-    if (!is_auth && !blocking && db < 0 && p->authed && setname == NULL && !reprobe) {
+    if (!is_auth && !blocking && db < 0 && p->authed && setname == NULL && !reprobe && !acl) {
         pairing_expect(p, 1);
         return;
     }
@@ -306,6 +321,7 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_comma
     /* QUIT is answered without authentication: its +OK proves nothing. */
     e->probe = !is_auth && !is_quit && !p->authed;
     e->reprobe = (uint8_t)reprobe;
+    e->acl_change = (uint8_t)acl;
     if (setname != NULL) pend_name(e, setname);
     e->blocking = (uint8_t)blocking;
     e->select = db >= 0;
@@ -442,6 +458,7 @@ static void note_auth(lp_pairing *p, const pend *e, const resp_reply *r, pair_re
         p->user_len = p->user ? e->user_len : 0;
     }
     if (e->reprobe && !err) v->reprobe = 1;
+    if (e->acl_change && !err) v->acl_changed = 1;
 }
 
 /* One more reply for a SUB entry; pops it when it has all it expects. */

@@ -47,7 +47,9 @@ typedef struct pend {
     uint8_t blocking;        /* may wait for other clients: no upstream-timeout */
     uint8_t select;          /* SELECT: db becomes the session's database on +OK */
     uint8_t setname;         /* CLIENT SETNAME / HELLO SETNAME: name taken on success */
-    uint8_t reprobe;         /* CONFIG SET or ACL change: who must authenticate may change */
+    uint8_t reprobe;         /* CONFIG SET requirepass, ACL SETUSER default, ACL LOAD: who
+                              * must authenticate may change */
+    uint8_t acl_change;      /* ACL SETUSER/DELUSER/LOAD: users' rights may change */
     uint8_t script_probe;    /* SWALLOW: the proxy's own EVALSHA probe of scripting rights */
     int32_t db;
     uint32_t n;
@@ -125,7 +127,8 @@ typedef struct pair_reply {
     pair_reply_kind kind;
     unsigned auth_required : 1;      /* a NOAUTH: clients must authenticate */
     unsigned auth_not_required : 1;  /* an unauthenticated command succeeded */
-    unsigned reprobe : 1;            /* a CONFIG SET or ACL change succeeded */
+    unsigned reprobe : 1;            /* a change of who must authenticate succeeded */
+    unsigned acl_changed : 1;        /* an ACL change succeeded */
     unsigned auth_answered : 1;      /* the answer to an AUTH or HELLO AUTH */
     unsigned script_probe : 1;       /* SWALLOWED: the answer to the scripting probe */
     unsigned scripts_refused : 1;    /* ... which was NOPERM */

@@ -109,6 +109,11 @@ static void forget_users(char ***v, size_t *n) {
     *n = 0;
 }
 
+void proxy_forget_script_users(proxy *px) {
+    forget_users(&px->noscript_users, &px->n_noscript_users);
+    forget_users(&px->script_users, &px->n_script_users);
+}
+
 static void forget_noscript_users(proxy *px) {
     forget_users(&px->noscript_users, &px->n_noscript_users);
     forget_users(&px->script_users, &px->n_script_users);

@@ -80,6 +80,7 @@ void proxy_probe_auth(proxy *px);
  * MULTI included (where a refused script would abort the transaction). Forgotten when an ACL
  * change goes through the proxy. user NULL: the default user. */
 int proxy_user_noscripts(const proxy *px, const char *user, size_t len);
+void proxy_forget_script_users(proxy *px);
 void proxy_user_set_noscripts(proxy *px, const char *user, size_t len);
 /* Users known to run scripts (a lock script or the scripting probe succeeded for them). A
  * MULTI from a user known neither way is preceded by a probe, "EVALSHA <40 zeros> 0", whose

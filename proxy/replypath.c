@@ -110,6 +110,7 @@ static void reply_done(session *s) {
         if (h == NULL || h->kind != PEND_OP) s->hold = 0;
     }
     if (v.reprobe) proxy_probe_auth(px);
+    if (v.acl_changed) proxy_forget_script_users(px);
     if (v.script_probe) {
         if (v.scripts_refused) proxy_user_set_noscripts(px, s->pg.user, s->pg.user_len);
         else proxy_user_set_scripts(px, s->pg.user, s->pg.user_len);
