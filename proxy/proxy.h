@@ -72,8 +72,8 @@ void session_close(session *s);        /* close now */
 session *lp_session_next(session *s);
 /* Asks Redis, on a fresh connection of the proxy's own that sends a bare HELLO (answered
  * -NOAUTH exactly when a new client must authenticate), whether clients must authenticate,
- * and sets px->auth_state from the answer. Called at start and after a CONFIG SET or ACL
- * change went through the proxy. */
+ * and sets px->auth_state from the answer. Called at start and after a CONFIG SET requirepass,
+ * ACL SETUSER default or ACL LOAD went through the proxy. */
 void proxy_probe_auth(proxy *px);
 /* ACL users without scripting: once Redis refuses a lock script to one connection of a user
  * (NOPERM), that user's other connections send their lock commands unchanged from the start,
