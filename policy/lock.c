@@ -580,6 +580,13 @@ lock_action lock_decide(lock_ctx *ctx, const lock_client *c, int argc, const res
     const resp_command *cmd = c->cmd != NULL ? c->cmd : resp_command_lookup(&argv[0]);
     if (!(cmd->flags & CMDF_LOCK_KEY)) return LOCK_FORWARD;   /* most commands stop here */
     int ms, at;
+    switch (cmd->id) {   /* the commands some row of the lock table is about */
+    case CMD_SETNX: case CMD_SET: case CMD_GETSET: case CMD_PERSIST: case CMD_DEL: case CMD_UNLINK:
+    case CMD_EXPIRE: case CMD_PEXPIRE: case CMD_EXPIREAT: case CMD_PEXPIREAT:
+        break;
+    default:
+        if (cmd->keys != RESP_KEYS_NUMKEYS) return LOCK_FORWARD;   /* GET and the like */
+    }
     if (cmd->keys == RESP_KEYS_NUMKEYS) {
         decide_script(ctx, c, argc, argv);
         return LOCK_FORWARD;

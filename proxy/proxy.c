@@ -114,10 +114,6 @@ void proxy_forget_script_users(proxy *px) {
     forget_users(&px->script_users, &px->n_script_users);
 }
 
-static void forget_noscript_users(proxy *px) {
-    forget_users(&px->noscript_users, &px->n_noscript_users);
-    forget_users(&px->script_users, &px->n_script_users);
-}
 
 static int user_in(char *const *v, size_t n, const char *user, size_t len) {
     if (user == NULL) user = "default", len = 7;
@@ -158,7 +154,7 @@ void proxy_user_set_scripts(proxy *px, const char *user, size_t len) {
 void proxy_probe_auth(proxy *px) {
     static const char hello[] = "*1\r\n$5\r\nHELLO\r\n";
     probe_reap(px);
-    forget_noscript_users(px);   /* an ACL change may have given scripting back */
+    proxy_forget_script_users(px);   /* an ACL change may have given scripting back */
     px->auth_state = LP_AUTH_UNKNOWN;
     if (px->auth_probe != NULL) { px->auth_probe_again = 1; return; }
     px->auth_probe = lp_upconn_open(px->loop, &px->cfg->upstream, (const struct sockaddr *)&px->upstream_sa,
@@ -323,7 +319,7 @@ int proxy_run(const lp_config *cfg) {
         lease_table_free(px.leases);
         audit_once_free(px.lock.script_once);
         lock_ctx_free(&px.lock);
-        forget_noscript_users(&px);
+        proxy_forget_script_users(&px);
         audit_limiter_free(px.limiter);
         if (px.audit) lp_auditlog_close(px.audit);
         if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
@@ -369,7 +365,7 @@ int proxy_run(const lp_config *cfg) {
     lease_table_free(px.leases);
     audit_once_free(px.lock.script_once);
     lock_ctx_free(&px.lock);
-    forget_noscript_users(&px);
+    proxy_forget_script_users(&px);
     audit_limiter_free(px.limiter);
     lp_block_pool_drain();
     lp_logf("stopped");

@@ -217,7 +217,7 @@ void sess_process_client_input(session *s) {
          * the client's own bytes can get that answer. */
         /* Nor is anything before authentication: Redis answers the client's own command
          * with NOAUTH, and would refuse a script's argument count as a protocol error. */
-        if (s->px->policy != NULL && !s->pg.raw && s->req.argc >= 2 &&
+        if (s->px->policy != NULL && cmd != NULL && (cmd->flags & CMDF_LOCK_KEY) && !s->pg.raw && s->req.argc >= 2 &&
             (s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED) &&
             !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
             size_t consumed;
