@@ -1,14 +1,18 @@
-/* lockproxy: command line, --check (settings, the policy as understood, its warnings on
+/* lockproxy: the `report` subcommand (report.c), or the command line, --check (settings, the policy as understood, its warnings on
  * stderr), --version, --help; then the proxy (proxy.c). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "proxy/config.h"
 #include "proxy/proxy.h"
+#include "proxy/report.h"
 #include "policy/policy.h"
 
 int main(int argc, char **argv) {
     lp_config cfg;
     char err[600];
+    if (argc > 1 && strcmp(argv[1], "report") == 0)
+        return lp_report_main(argc - 1, argv + 1, stdout, stderr, (long long)lp_wall_ms());
     lp_config_defaults(&cfg);
     if (lp_config_from_args(&cfg, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
