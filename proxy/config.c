@@ -229,6 +229,25 @@ static int set_directive(lp_config *c, const directive *d, const char *const *ar
 
 /* ---- the file ---- */
 
+/* A relative path set from a config file is taken from that file's directory, so that the
+ * file works wherever the proxy is started: "policy policy.conf" in /etc/lockproxy/lockproxy.conf
+ * is /etc/lockproxy/policy.conf. Absolute paths, "-" (stderr) and files named on the command
+ * line (relative to the working directory) are left as they are. */
+static int resolve_from(lp_config *c, const directive *d, const char *file)
+{
+    char **field = (char **)((char *)c + d->off);
+    const char *slash = strrchr(file, '/');
+    if (*field == NULL || (*field)[0] == '/' || slash == NULL) return 0;
+    size_t dirlen = (size_t)(slash - file) + 1, len = strlen(*field);
+    char *p = malloc(dirlen + len + 1);
+    if (p == NULL) return -1;
+    memcpy(p, file, dirlen);
+    memcpy(p + dirlen, *field, len + 1);
+    free(*field);
+    *field = p;
+    return 0;
+}
+
 /* Applies one line of a config file. buf has room for the line's tokens and their NULs.
  * The arguments of upstream-auth are secret: a malformed one is reported without its text. */
 static int config_line(lp_config *c, const lp_tok_where *w, const char *s, const char *end,
@@ -255,29 +274,38 @@ static int config_line(lp_config *c, const lp_tok_where *w, const char *s, const
     if (r < 0) return r;
     if (nargs < 1 || nargs > max_args(d)) {
         if (max_args(d) == 1)
-            return lp_tok_fail(w, "wrong number of arguments for '%s' (expected 1, got %zu)",
+            return lp_tok_fail(w, "%s: wrong number of arguments (expected 1, got %zu)",
                                d->name, nargs);
-        return lp_tok_fail(w, "wrong number of arguments for '%s' (expected 1 or %zu, got %zu)",
+        return lp_tok_fail(w, "%s: wrong number of arguments (expected 1 or %zu, got %zu)",
                            d->name, max_args(d), nargs);
     }
     if (set_directive(c, d, args, nargs, msg, sizeof msg) < 0)
         return lp_tok_fail(w, "%s: %s", d->name, msg);
+    if (d->kind == D_PATH && resolve_from(c, d, w->name) < 0)
+        return lp_tok_fail(w, "%s: out of memory", d->name);
     *set = d;
     return 0;
 }
 
-/* Checks that the flow-control marks are ordered, blaming the later line that set one. */
+/* Checks that the flow-control marks are ordered, blaming the later line that set one and
+ * naming its directive. */
 static int check_marks(const lp_config *c, lp_tok_where *w, int low, int high, int hard)
 {
     if ((low || high) && c->low_water >= c->high_water) {
         w->line = low > high ? low : high;
-        return lp_tok_fail(w, "low-water (%lld) must be less than high-water (%lld)",
-                           c->low_water, c->high_water);
+        if (low > high)
+            return lp_tok_fail(w, "low-water: %lld must be less than high-water (%lld)",
+                               c->low_water, c->high_water);
+        return lp_tok_fail(w, "high-water: %lld must be greater than low-water (%lld)",
+                           c->high_water, c->low_water);
     }
     if ((hard || high) && c->hard_limit <= c->high_water) {
         w->line = hard > high ? hard : high;
-        return lp_tok_fail(w, "hard-limit (%lld) must be greater than high-water (%lld)",
-                           c->hard_limit, c->high_water);
+        if (hard > high)
+            return lp_tok_fail(w, "hard-limit: %lld must be greater than high-water (%lld)",
+                               c->hard_limit, c->high_water);
+        return lp_tok_fail(w, "high-water: %lld must be less than hard-limit (%lld)",
+                           c->high_water, c->hard_limit);
     }
     return 0;
 }
@@ -306,6 +334,8 @@ int lp_config_load_file(lp_config *c, const char *path, char *err, size_t errlen
             bufcap = (size_t)n + 1;
         }
         rc = config_line(c, &w, line, line + n, buf, &d);
+        if (d != NULL && d->off == offsetof(lp_config, log_file)) c->log_line = w.line;
+        if (d != NULL && d->off == offsetof(lp_config, upstream)) c->upstream_line = w.line;
         if (d != NULL && d->off == offsetof(lp_config, low_water)) low = w.line;
         if (d != NULL && d->off == offsetof(lp_config, high_water)) high = w.line;
         if (d != NULL && d->off == offsetof(lp_config, hard_limit)) hard = w.line;
@@ -383,10 +413,14 @@ static int scan_args(lp_config *c, int argc, char **argv, int apply, char *err, 
             if (f->kind == A_CHECK) c->check = 1;
             if (f->kind == A_VERSION) c->version = 1;
             if (f->kind == A_HELP) c->help = 1;
-        } else if (f->kind == A_SET &&
-                   set_directive(c, find_directive(f->directive), &val, 1, msg, sizeof msg) < 0) {
-            snprintf(err, errlen, "%s: %s", f->name, msg);
-            return -1;
+        } else if (f->kind == A_SET) {
+            const directive *d = find_directive(f->directive);
+            if (set_directive(c, d, &val, 1, msg, sizeof msg) < 0) {
+                snprintf(err, errlen, "%s: %s", f->name, msg);
+                return -1;
+            }
+            if (d->off == offsetof(lp_config, log_file)) c->log_line = 0;
+            if (d->off == offsetof(lp_config, upstream)) c->upstream_line = 0;
         }
     }
     return 0;

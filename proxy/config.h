@@ -25,6 +25,7 @@ typedef struct lp_config {
     char instance_name[256];        /* this proxy in lease records and ids; default the host name */
     char upstream_user[128];        /* upstream-auth's ACL user; "" for PASSWORD alone */
     char upstream_password[512];    /* "" when upstream-auth is not set */
+    int log_line, upstream_line;    /* the config file's line that set them; 0: default or flag */
 
     /* Actions asked for on the command line. */
     int check, help, version;

@@ -1,12 +1,12 @@
-/* lockproxy: the `report` subcommand (report.c), or the command line, --check (settings, the policy as understood, its warnings on
- * stderr), --version, --help; then the proxy (proxy.c). */
+/* lockproxy: the `report` subcommand (report.c); otherwise the command line, then --check
+ * (check.c), --version, --help, or the proxy (proxy.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "proxy/config.h"
 #include "proxy/proxy.h"
 #include "proxy/report.h"
-#include "policy/policy.h"
+#include "proxy/check.h"
 
 int main(int argc, char **argv) {
     lp_config cfg;
@@ -25,30 +25,7 @@ int main(int argc, char **argv) {
     } else if (cfg.version) {
         printf("lockproxy %s\n", LOCKPROXY_VERSION);
     } else if (cfg.check) {
-        lp_config_print(&cfg, stdout);
-        if (cfg.policy_file) {
-            policy *p = policy_load(cfg.policy_file, err, sizeof(err));
-            if (p == NULL) {
-                fprintf(stderr, "%s\n", err);
-                rc = 1;
-            } else {
-                printf("policy %s: %zu rule(s)\n", cfg.policy_file, policy_count(p));
-                policy_print(p, stdout);
-                /* Warnings go to stderr and do not fail the check. */
-                size_t n = policy_warnings(p, NULL, 0);
-                char *w = n > 0 ? malloc(n + 1) : NULL;
-                if (w != NULL) {
-                    policy_warnings(p, w, n + 1);
-                    fflush(stdout);
-                    fputs(w, stderr);
-                    free(w);
-                }
-                policy_free(p);
-            }
-        } else {
-            printf("policy: none (pure pass-through)\n");
-        }
-        if (rc == 0) printf("configuration OK\n");
+        rc = lp_check_run(&cfg, stdout, stderr);
     } else {
         rc = proxy_run(&cfg);
     }

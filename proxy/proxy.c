@@ -12,6 +12,7 @@
 #include "proxy/buf.h"
 #include "proxy/upconn.h"
 #include "proxy/renew.h"
+#include "proxy/resolve.h"
 
 void lp_logf(const char *fmt, ...) {
     char line[512];
@@ -229,24 +230,6 @@ static void on_hup(uv_signal_t *sig, int signum) {
     lp_logf("SIGHUP: policy reloaded from %s (%zu rules)", path, policy_count(p));
 }
 
-static int resolve_upstream(proxy *px, char *err, size_t errlen) {
-    const lp_addr *a = &px->cfg->upstream;
-    if (a->is_unix) return 0;
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    char port[16];
-    snprintf(port, sizeof(port), "%d", a->port);
-    int rc = getaddrinfo(a->host, port, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        snprintf(err, errlen, "upstream %s: %s", a->host, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(&px->upstream_sa, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
-}
-
 static int start_listener(proxy *px, char *err, size_t errlen) {
     const lp_addr *a = &px->cfg->listen;
     int rc;
@@ -263,7 +246,7 @@ static int start_listener(proxy *px, char *err, size_t errlen) {
         snprintf(port, sizeof(port), "%d", a->port);
         int g = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
         if (g != 0 || res == NULL) {
-            snprintf(err, errlen, "listen %s: %s", a->host, gai_strerror(g));
+            snprintf(err, errlen, "listen: %s: %s", a->host, gai_strerror(g));
             return -1;
         }
         uv_tcp_init(px->loop, &px->listener.tcp);
@@ -276,7 +259,7 @@ static int start_listener(proxy *px, char *err, size_t errlen) {
     if (rc < 0) {
         char addr[300];
         lp_addr_format(a, addr, sizeof(addr));
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, uv_strerror(rc));
+        snprintf(err, errlen, "listen: %s: %s", addr, uv_strerror(rc));
         return -1;
     }
     return 0;
@@ -313,7 +296,7 @@ int proxy_run(const lp_config *cfg) {
     px.lock.script_once = px.policy ? audit_once_new(100000, 3600 * 1000) : NULL;
     px.lock.log = audit_sink;
     px.lock.log_ud = &px;
-    if (resolve_upstream(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0) {
+    if (lp_upstream_resolve_now(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0) {
         fprintf(stderr, "lockproxy: %s\n", err);
         policy_free(px.policy);
         lease_table_free(px.leases);

@@ -33,7 +33,8 @@ typedef struct proxy {
     int listening;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
-    struct sockaddr_storage upstream_sa;   /* resolved once at start (TCP upstreams) */
+    struct sockaddr_storage upstream_sa;   /* the newest address of a TCP upstream (resolve.h) */
+    int upstream_by_name;                  /* its host is a name, looked up for each connection */
     policy *policy;                        /* NULL: pure pass-through */
     lease_table *leases;                   /* the lease cache (late detection, renewal) */
     struct lp_renewer *renewer;

@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <arpa/inet.h>
 #include "proxy/session.h"
+#include "proxy/resolve.h"
 
 /* upstream-timeout: the upstream must say something within the limit while a request that
  * does not block waits at the head of the queue. */
@@ -113,17 +114,42 @@ static void connect_cb(uv_connect_t *req, int status) {
     sess_update_reading(s);
 }
 
-/* Closing the handle cancels the connect: connect_cb then sees UV_ECANCELED. */
+/* Closing the handle cancels the connect: connect_cb then sees UV_ECANCELED. A name still
+ * being looked up is forgotten instead. */
 static void connect_timeout_cb(uv_timer_t *t) {
     session *s = t->data;
     if (s->up_state != UP_CONNECTING || s->closing) return;
+    if (s->resolving != NULL) {
+        lp_upstream_resolve_cancel(s->resolving);
+        s->resolving = NULL;
+        connect_failed(s, "connect timeout");
+        return;
+    }
     close_handle(&s->up.handle);
+}
+
+/* The upstream name's address for this connection: connect to it. */
+static void resolved_cb(void *ud, int status, const struct sockaddr *sa) {
+    session *s = ud;
+    s->resolving = NULL;
+    if (status < 0) {
+        uv_timer_stop(&s->timer);
+        connect_failed(s, uv_strerror(status));
+        return;
+    }
+    int rc = uv_tcp_connect(&s->connect_req, &s->up.tcp, sa, connect_cb);
+    if (rc < 0) {
+        uv_timer_stop(&s->timer);
+        connect_failed(s, uv_strerror(rc));
+    }
 }
 
 void session_close(session *s) {
     if (s->closing) return;
     s->closing = 1;
     proxy *px = s->px;
+    lp_upstream_resolve_cancel(s->resolving);
+    s->resolving = NULL;
     if (s->prev) s->prev->next = s->next;
     else px->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
@@ -211,6 +237,9 @@ int session_start(proxy *px) {
     s->connect_req.data = s;
     if (c->upstream.is_unix) {
         uv_pipe_connect(&s->connect_req, &s->up.pipe, c->upstream.path, connect_cb);
+    } else if (px->upstream_by_name) {
+        rc = lp_upstream_resolve(px, resolved_cb, s, &s->resolving);
+        if (rc < 0) { connect_failed(s, uv_strerror(rc)); return 0; }
     } else {
         rc = uv_tcp_connect(&s->connect_req, &s->up.tcp, (const struct sockaddr *)&px->upstream_sa, connect_cb);
         if (rc < 0) { connect_failed(s, uv_strerror(rc)); return 0; }

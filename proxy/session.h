@@ -86,6 +86,7 @@ struct session {
     union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; uv_handle_t handle; } client, up;
     uv_timer_t timer;
     uv_connect_t connect_req;
+    struct lp_resolve *resolving; /* the upstream name's lookup before the connect, or NULL */
     uv_shutdown_t shutdown_req;
     int open_handles;
     char peer[64];

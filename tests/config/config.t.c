@@ -196,7 +196,7 @@ static void test_file(void)
     lp_addr_format(&c.upstream, a, sizeof a);
     is_string(a, "unix:/run/redis.sock", "upstream");
     is_int(c.upstream_set, 1, "upstream_set");
-    is_string(c.policy_file, "again\\\"xA", "policy: last one wins, escapes decoded");
+    is_string(c.policy_file, "/tmp/again\\\"xA", "policy: last one wins, escapes decoded (from the file's directory)");
     ok(c.log_file == NULL, "log \"-\" is stderr");
     is_int(c.maxclients, 12, "maxclients");
     is_int(c.proto_max_bulk_len, 2 << 20, "proto-max-bulk-len");
@@ -210,8 +210,8 @@ static void test_file(void)
 
     rc = load(&c, "policy \"my dir/policy #1.conf\"\nlog audit.log\nlisten 0.0.0.0:6390");
     is_int(rc, 0, "file without a final newline");
-    is_string(c.policy_file, "my dir/policy #1.conf", "quoted value keeps spaces and #");
-    is_string(c.log_file, "audit.log", "log file");
+    is_string(c.policy_file, "/tmp/my dir/policy #1.conf", "quoted value keeps spaces and #");
+    is_string(c.log_file, "/tmp/audit.log", "log file");
     is_int(c.upstream_set, 0, "upstream_set stays 0 when the file names none");
     lp_config_free(&c);
 
@@ -292,8 +292,8 @@ static void test_file_errors(void)
 
     file_error("bogus 1\n", 1, "unknown directive 'bogus'");
     file_error("# c\n\nmaxclients 5\nrequirepass x\n", 4, "unknown directive 'requirepass'");
-    file_error("listen\n", 1, "wrong number of arguments for 'listen' (expected 1, got 0)");
-    file_error("\nmaxclients 1 2\n", 2, "wrong number of arguments for 'maxclients' (expected 1, got 2)");
+    file_error("listen\n", 1, "listen: wrong number of arguments (expected 1, got 0)");
+    file_error("\nmaxclients 1 2\n", 2, "maxclients: wrong number of arguments (expected 1, got 2)");
     snprintf(msg, sizeof msg, "listen: bad address 'nope': %s", addr_forms);
     file_error("listen nope\n", 1, msg);
     file_error("upstream host:99999\n", 1, "upstream: bad address 'host:99999': bad port '99999' (expected 1 to 65535)");
@@ -318,11 +318,11 @@ static void test_file_errors(void)
     file_error("log \"audit.log\"x more\n", 1, "closing quote must be followed by a space in \"audit.log\"x");
     file_error("log \"a\\qb\" x\n", 1, "bad escape in \"a\\qb\" (expected \\\", \\\\ or \\xHH)");
     file_error("log \"a\\x4\"\n", 1, "bad escape in \"a\\x4\" (expected \\\", \\\\ or \\xHH)");
-    file_error("maxclients 5\nlow-water 2mb\n", 2, "low-water (2097152) must be less than high-water (1048576)");
-    file_error("low-water 1mb\n\nhigh-water 1mb\n", 3, "low-water (1048576) must be less than high-water (1048576)");
-    file_error("high-water 100kb\n", 1, "low-water (262144) must be less than high-water (102400)");
-    file_error("hard-limit 1kb\n", 1, "hard-limit (1024) must be greater than high-water (1048576)");
-    file_error("high-water 3gb\nlow-water 1gb\n", 1, "hard-limit (2147483648) must be greater than high-water (3221225472)");
+    file_error("maxclients 5\nlow-water 2mb\n", 2, "low-water: 2097152 must be less than high-water (1048576)");
+    file_error("low-water 1mb\n\nhigh-water 1mb\n", 3, "high-water: 1048576 must be greater than low-water (1048576)");
+    file_error("high-water 100kb\n", 1, "high-water: 102400 must be greater than low-water (262144)");
+    file_error("hard-limit 1kb\n", 1, "hard-limit: 1024 must be greater than high-water (1048576)");
+    file_error("high-water 3gb\nlow-water 1gb\n", 1, "high-water: 3221225472 must be less than hard-limit (2147483648)");
 
     /* instance-name and upstream-auth; no message shows a password. */
     char name[300], user[200], pass[600], text[1200];
@@ -333,16 +333,16 @@ static void test_file_errors(void)
     memset(pass, 'p', 512);
     pass[512] = '\0';
     static const struct { const char *text; int line; const char *msg; } cases[] = {
-        {"instance-name\n", 1, "wrong number of arguments for 'instance-name' (expected 1, got 0)"},
-        {"instance-name a b\n", 1, "wrong number of arguments for 'instance-name' (expected 1, got 2)"},
+        {"instance-name\n", 1, "instance-name: wrong number of arguments (expected 1, got 0)"},
+        {"instance-name a b\n", 1, "instance-name: wrong number of arguments (expected 1, got 2)"},
         {"instance-name \"\"\n", 1, "instance-name: empty name"},
         {"instance-name \"web 1\"\n", 1, "instance-name: bad character in 'web 1' (expected printable characters, no blanks)"},
         {"instance-name \"web\\x01\"\n", 1, "instance-name: bad character in 'web\x01' (expected printable characters, no blanks)"},
         {"instance-name \"web\\x7f\"\n", 1, "instance-name: bad character in 'web\x7f' (expected printable characters, no blanks)"},
         {"instance-name \"a\\x00\"\n", 1, "NUL byte in a token"},
-        {"maxclients 5\nupstream-auth\n", 2, "wrong number of arguments for 'upstream-auth' (expected 1 or 2, got 0)"},
-        {"upstream-auth   # none\n", 1, "wrong number of arguments for 'upstream-auth' (expected 1 or 2, got 0)"},
-        {"upstream-auth u s3cret extra\n", 1, "wrong number of arguments for 'upstream-auth' (expected 1 or 2, got 3)"},
+        {"maxclients 5\nupstream-auth\n", 2, "upstream-auth: wrong number of arguments (expected 1 or 2, got 0)"},
+        {"upstream-auth   # none\n", 1, "upstream-auth: wrong number of arguments (expected 1 or 2, got 0)"},
+        {"upstream-auth u s3cret extra\n", 1, "upstream-auth: wrong number of arguments (expected 1 or 2, got 3)"},
         {"upstream-auth \"\"\n", 1, "upstream-auth: empty password"},
         {"upstream-auth u \"\"\n", 1, "upstream-auth: empty password"},
         {"upstream-auth \"\" s3cret\n", 1, "upstream-auth: empty user name"},
@@ -399,7 +399,7 @@ static void test_flags(void)
     lp_addr_format(&c.upstream, a, sizeof a);
     is_string(a, "10.0.0.1:6379", "  upstream from the file");
     is_int(c.upstream_set, 1, "  upstream_set from the file");
-    is_string(c.policy_file, "file.policy", "  policy from the file");
+    is_string(c.policy_file, "/tmp/file.policy", "  policy from the file (from its directory)");
     ok(c.log_file == NULL, "  --log - overrides the file's log");
     is_string(c.config_file, file, "  config_file recorded");
     lp_config_free(&c);
@@ -466,13 +466,14 @@ static void test_flags(void)
         ok(strstr(usage, names[i]) != NULL, "usage lists %s", names[i]);
 }
 
-/* Runs the lockproxy binary with args; returns its exit status, with stdout and stderr. */
-static int run_binary(const char *args, char *out, size_t outcap, char *errout, size_t errcap)
+/* Runs the lockproxy binary with args in directory dir (NULL: here); returns its exit
+ * status, with stdout and stderr. */
+static int run_binary_in(const char *dir, const char *args, char *out, size_t outcap, char *errout, size_t errcap)
 {
-    char cmd[1024], opath[] = "/tmp/lp-config-out-XXXXXX", epath[] = "/tmp/lp-config-err-XXXXXX";
+    char cmd[2048], opath[] = "/tmp/lp-config-out-XXXXXX", epath[] = "/tmp/lp-config-err-XXXXXX";
     int ofd = mkstemp(opath), efd = mkstemp(epath);
     if (ofd < 0 || efd < 0) bail_out("mkstemp failed");
-    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", LOCKPROXY_BIN, args, opath, epath);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>'%s'", dir ? dir : ".", LOCKPROXY_BIN, args, opath, epath);
     int st = system(cmd);
     ssize_t n = read(ofd, out, outcap - 1);
     out[n > 0 ? n : 0] = '\0';
@@ -483,6 +484,11 @@ static int run_binary(const char *args, char *out, size_t outcap, char *errout, 
     unlink(opath);
     unlink(epath);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run_binary(const char *args, char *out, size_t outcap, char *errout, size_t errcap)
+{
+    return run_binary_in(NULL, args, out, outcap, errout, errcap);
 }
 
 /* lockproxy --check: the settings (password masked), the policy, its warnings on stderr. */
@@ -496,22 +502,26 @@ static void test_check(void)
     write_tmp(want);
     strcpy(conf, path);
 
-    snprintf(args, sizeof args, "-c '%s' --check", conf);
+    /* Port 1: nothing answers there, which is a warning, not an error. */
+    snprintf(args, sizeof args, "-c '%s' --upstream 127.0.0.1:1 --check", conf);
     is_int(run_binary(args, out, sizeof out, errout, sizeof errout), 0, "--check with warnings exits 0");
     snprintf(want, sizeof want,
              "listen 127.0.0.1:6380\n"
-             "upstream 127.0.0.1:6379\n"
+             "upstream 127.0.0.1:1\n"
              "instance-name web-1\n"
              "upstream-auth proxy ****\n"
              "policy %s: 2 rule(s)\n"
              "rule lock:* audit ttl=5s max-ttl=none owner=auto renew=auto max-hold=none\n"
              "rule job: enforce ttl=30s max-ttl=none owner=auto renew=off max-hold=1m\n"
              "exempt user ops\n"
+             "log: - (stderr)\n"
              "configuration OK\n", pol);
     is_string(out, want, "  stdout: settings, the policy as understood");
     snprintf(want, sizeof want,
              "%s:1: warning: prefix 'lock:*' holds '*', which is matched literally (prefixes are not globs)\n"
-             "%s:3: warning: prefix 'job:': max-hold has no effect with renew=off\n", pol, pol);
+             "%s:3: warning: prefix 'job:': max-hold has no effect with renew=off\n"
+             "warning: upstream: 127.0.0.1:1 does not answer PING (Connection refused): clients get errors "
+             "until it does\n", pol, pol);
     is_string(errout, want, "  stderr: the warnings");
     ok(strstr(out, "s3cret") == NULL && strstr(errout, "s3cret") == NULL, "  the password is shown nowhere");
     unlink(pol);
@@ -527,6 +537,98 @@ static void test_check(void)
     unlink(conf);
 }
 
+static void write_at(const char *file, const char *text)
+{
+    FILE *f = fopen(file, "w");
+    if (f == NULL) bail_out("cannot write %s", file);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Relative paths in a config file are taken from its directory; flags from the working one. */
+static void test_relative(void)
+{
+    char dir[] = "/tmp/lp-config-rel-XXXXXX", conf[256], want[512];
+    if (mkdtemp(dir) == NULL) bail_out("mkdtemp failed");
+    snprintf(conf, sizeof conf, "%s/lockproxy.conf", dir);
+    write_at(conf, "policy policy.conf\nlog logs/audit.log\n");
+    lp_config c;
+    lp_config_defaults(&c);
+    ok(lp_config_load_file(&c, conf, err, sizeof err) == 0, "relative policy and log load");
+    snprintf(want, sizeof want, "%s/policy.conf", dir);
+    is_string(c.policy_file, want, "  policy taken from the file's directory");
+    snprintf(want, sizeof want, "%s/logs/audit.log", dir);
+    is_string(c.log_file, want, "  log taken from the file's directory");
+    is_int(c.log_line, 2, "  the line that set log is kept");
+    lp_config_free(&c);
+
+    write_at(conf, "policy /etc/lockproxy/policy.conf\nlog -\n");
+    lp_config_defaults(&c);
+    ok(lp_config_load_file(&c, conf, err, sizeof err) == 0, "absolute policy, log -");
+    is_string(c.policy_file, "/etc/lockproxy/policy.conf", "  an absolute path stays");
+    ok(c.log_file == NULL, "  - stays stderr");
+    lp_config_free(&c);
+
+    write_at(conf, "policy policy.conf\n");
+    lp_config_defaults(&c);
+    ok(ARGS(&c, "-c", conf, "--policy", "mine.conf", "--log", "here.log") == 0, "flags over a file");
+    is_string(c.policy_file, "mine.conf", "  --policy stays relative to the working directory");
+    is_string(c.log_file, "here.log", "  --log too");
+    is_int(c.log_line, 0, "  and is no line of the file");
+    lp_config_free(&c);
+
+    /* The binary started elsewhere, --check: the policy is found, the log opens for append
+     * (and is not left behind when it did not exist; an existing one keeps its contents). */
+    char pol[300], logf[300], args[1024], out[4096], errout[4096];
+    snprintf(pol, sizeof pol, "%s/policy.conf", dir);
+    write_at(pol, "rule lock: audit\n");
+    write_at(conf, "policy policy.conf\nlog audit.log\n");
+    snprintf(logf, sizeof logf, "%s/audit.log", dir);
+    snprintf(args, sizeof args, "-c '%s' --upstream 127.0.0.1:1 --check", conf);
+    char cmdargs[1100];
+    snprintf(cmdargs, sizeof cmdargs, "%s", args);
+    int st = run_binary_in("/", cmdargs, out, sizeof out, errout, sizeof errout);
+    is_int(st, 0, "--check from / with a config in another directory: exit 0");
+    snprintf(want, sizeof want, "policy %s: 1 rule(s)\n", pol);
+    ok(strstr(out, want) != NULL, "  the policy is read beside the config: %s", want);
+    snprintf(want, sizeof want, "log %s: opens for append\n", logf);
+    ok(strstr(out, want) != NULL, "  the log opens for append: %s", want);
+    ok(access(logf, F_OK) != 0, "  a log made for the check is removed");
+    write_at(logf, "{\"kept\":1}\n");
+    is_int(run_binary_in("/", cmdargs, out, sizeof out, errout, sizeof errout), 0, "--check with an existing log");
+    FILE *f = fopen(logf, "r");
+    char line[64] = "";
+    if (f) { if (!fgets(line, sizeof line, f)) line[0] = '\0'; fclose(f); }
+    is_string(line, "{\"kept\":1}\n", "  it is neither truncated nor removed");
+    unlink(logf);
+
+    /* A log that cannot be opened, an upstream that does not resolve: errors naming the
+     * directive and the line. */
+    write_at(conf, "policy policy.conf\nlog nodir/audit.log\n");
+    is_int(run_binary_in("/", cmdargs, out, sizeof out, errout, sizeof errout), 1, "--check, log in a missing directory: exit 1");
+    snprintf(want, sizeof want, "%s:2: log: %s/nodir/audit.log: No such file or directory\n", conf, dir);
+    is_string(errout, want, "  stderr names the directive");
+    ok(strstr(out, "configuration OK") == NULL, "  no 'configuration OK'");
+    write_at(conf, "policy policy.conf\nlog .\n");
+    is_int(run_binary_in("/", cmdargs, out, sizeof out, errout, sizeof errout), 1, "--check, log is a directory: exit 1");
+    snprintf(want, sizeof want, "%s:2: log: %s/.: Is a directory\n", conf, dir);
+    is_string(errout, want, "  stderr names the directive");
+
+    write_at(conf, "# upstream by name\npolicy policy.conf\nupstream no-such-host.invalid:6379\n");
+    snprintf(args, sizeof args, "-c '%s' --check", conf);
+    is_int(run_binary_in("/", args, out, sizeof out, errout, sizeof errout), 1, "--check, unresolvable upstream: exit 1");
+    snprintf(want, sizeof want, "%s:3: upstream: no-such-host.invalid:6379: ", conf);
+    ok(strncmp(errout, want, strlen(want)) == 0, "  stderr names the directive: %s", errout);
+    ok(strstr(out, "configuration OK") == NULL, "  no 'configuration OK'");
+    snprintf(args, sizeof args, "-c '%s' --upstream no-such-host.invalid:1 --check", conf);
+    is_int(run_binary_in("/", args, out, sizeof out, errout, sizeof errout), 1, "--check, unresolvable --upstream: exit 1");
+    ok(strncmp(errout, "upstream: no-such-host.invalid:1: ", 34) == 0, "  stderr names the directive: %s", errout);
+
+    unlink(pol);
+    unlink(conf);
+    rmdir(dir);
+}
+
 static void test_shipped(void)
 {
     lp_config c, d;
@@ -538,7 +640,7 @@ static void test_shipped(void)
     lp_addr_format(&c.listen, a, sizeof a);
     is_string(a, "127.0.0.1:6380", "  listens on 127.0.0.1:6380");
     is_int(c.upstream_set, 0, "  leaves upstream unset (make run starts a redis)");
-    is_string(c.policy_file, "conf/policy.conf", "  names conf/policy.conf");
+    is_string(c.policy_file, LOCKPROXY_SRC "/conf/policy.conf", "  names policy.conf beside it");
     ok(c.log_file == NULL, "  logs to stderr");
     ok(c.maxclients == d.maxclients && c.proto_max_bulk_len == d.proto_max_bulk_len &&
        c.client_query_buffer_limit == d.client_query_buffer_limit && c.high_water == d.high_water &&
@@ -562,6 +664,7 @@ int main(void)
     test_file_errors();
     test_flags();
     test_check();
+    test_relative();
     test_shipped();
     return 0;
 }
