@@ -5,7 +5,7 @@ SANITIZE ?= 0
 CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=$(if $(filter 1,$(SANITIZE)),Debug,Release) \
               -DLOCKPROXY_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all deps build run test test-asan bench fuzz clean
+.PHONY: all deps build run install test test-asan bench fuzz clean
 
 all: build
 
@@ -18,6 +18,15 @@ build: deps
 
 run: build
 	@sh scripts/run.sh $(BUILD)/lockproxy
+
+# Installs under PREFIX (default /usr/local), below DESTDIR when given: the binary (sbin), the
+# man page, the systemd unit, the logrotate snippet, /etc/lockproxy (kept when present) and
+# the examples. Builds only the proxy; an existing build directory keeps its build type.
+PREFIX ?= /usr/local
+install:
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j 2 --target lockproxy
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 test: build
 	@prove --exec '' -r $(BUILD)/tests
