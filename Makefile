@@ -1,4 +1,5 @@
 # Thin wrapper over CMake. `make run` and `make test` are the two commands a newcomer needs.
+# `make install` (PREFIX, DESTDIR) installs the proxy, its man page and systemd unit.
 MAKEFLAGS += --no-print-directory
 BUILD    ?= build
 SANITIZE ?= 0
@@ -16,8 +17,14 @@ build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j 2
 
-run: build
-	@sh scripts/run.sh $(BUILD)/lockproxy
+# Builds the proxy only (its output in $(BUILD)/run-build.log, shown when it fails) and runs
+# it (scripts/run.sh) in the terminal's foreground, so that Ctrl-C stops it and make exits 0.
+run: deps
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@echo "building lockproxy ($(BUILD)/run-build.log)"
+	@cmake --build $(BUILD) -j 2 --target lockproxy >$(BUILD)/run-build.log 2>&1 || \
+	  { cat $(BUILD)/run-build.log; exit 1; }
+	@perl scripts/fg.pl sh scripts/run.sh $(BUILD)/lockproxy
 
 # Installs under PREFIX (default /usr/local), below DESTDIR when given: the binary (sbin), the
 # man page, the systemd unit, the logrotate snippet, /etc/lockproxy (kept when present) and

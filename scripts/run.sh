@@ -1,16 +1,23 @@
 #!/bin/sh
 # Starts lockproxy for a try-out. `make run` calls it as: sh scripts/run.sh build/lockproxy
 #
-# The upstream is, in order: $LOCKPROXY_UPSTREAM, the `upstream` line of conf/lockproxy.conf,
+# The upstream is, in order: $LOCKPROXY_UPSTREAM, the `upstream` line of the config file,
 # or else a private redis-server started here on a free loopback port (its files in a temp
-# dir). The proxy listens on $LOCKPROXY_LISTEN (default 127.0.0.1:6380). Ctrl-C or SIGTERM
-# stops the proxy (which drains and exits) and then the private redis-server.
+# dir). The config file is $LOCKPROXY_CONF (default conf/lockproxy.conf); the proxy listens
+# on $LOCKPROXY_LISTEN (default: the file's listen, 127.0.0.1:6380). The audit log goes to
+# $LOCKPROXY_LOG (default <build dir>/audit.log, the previous run's kept as audit.log.1),
+# never to the terminal: the proxy's own messages go to stderr, through tee into
+# <build dir>/lockproxy.out, which tells when it is listening. Ctrl-C or SIGTERM stops the
+# proxy (which drains and exits) and then the private redis-server; Ctrl-C exits 0.
 set -eu
 
 bin=${1:-build/lockproxy}
 conf=${LOCKPROXY_CONF:-conf/lockproxy.conf}
 listen=${LOCKPROXY_LISTEN:-127.0.0.1:6380}
 upstream=${LOCKPROXY_UPSTREAM:-}
+bindir=$(dirname "$bin")
+log=${LOCKPROXY_LOG:-$bindir/audit.log}
+out=$bindir/lockproxy.out
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
@@ -27,6 +34,7 @@ conf_value() {
 tmp=""
 redis_pid=""
 proxy_pid=""
+tee_pid=""
 stopping=0
 
 cleanup() {
@@ -47,12 +55,18 @@ cleanup() {
         kill -KILL "$redis_pid" 2>/dev/null || true
         wait "$redis_pid" 2>/dev/null || true
     fi
+    # tee ends once the proxy has closed its end of the pipe.
+    if [ -n "$tee_pid" ]; then wait "$tee_pid" 2>/dev/null || true; fi
     [ -n "$tmp" ] && rm -rf "$tmp"
     return 0
 }
 trap 'cleanup' EXIT
-trap 'say ""; say "stopping lockproxy"; cleanup; exit 130' INT
+trap 'say ""; say "stopping lockproxy"; cleanup; say_log; exit 0' INT
 trap 'cleanup; exit 143' TERM HUP
+
+say_log() {
+    say "audit log: $log (JSON Lines); read it with: $bin report $log"
+}
 
 # A pseudo-random port in 20000-31999 (below the usual ephemeral range).
 random_port() {
@@ -121,7 +135,18 @@ else
     set -- "$@" --listen "$listen"
 fi
 
-"$bin" "$@" &
+# The audit log in a file of its own; the previous run's is kept as .1.
+set -- "$@" --log "$log"
+if [ -z "${LOCKPROXY_LOG:-}" ] && [ -s "$log" ]; then mv -f "$log" "$log.1"; fi
+
+# The proxy's messages: to the terminal (stderr) and to $out, through a FIFO into tee. tee
+# ignores SIGINT so that the proxy's last messages, written while it drains, still show.
+[ -n "$tmp" ] || tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockproxy-run.XXXXXX")
+mkfifo "$tmp/msgs"
+: > "$out"
+(trap '' INT; exec tee "$out" < "$tmp/msgs" >&2) &
+tee_pid=$!
+"$bin" "$@" 2>"$tmp/msgs" &
 proxy_pid=$!
 
 # Where a client reaches it: host and port of HOST:PORT or [IPv6]:PORT.
@@ -134,21 +159,18 @@ case "$listen_host" in
     ::) listen_host=::1 ;;
 esac
 
-# Wait until it answers, or report that it stopped.
-case "$listen" in
-    unix:*) ready() { [ -S "${listen#unix:}" ]; } ;;
-    *) ready() { pings "$listen_port" "$listen_host"; } ;;
-esac
+# Wait until the proxy says it is listening (it does once its address is bound, so another
+# server on that port is never taken for it), or report that it stopped.
 i=0
-while ! ready; do
+while ! grep -q '^lockproxy: listening on ' "$out" 2>/dev/null; do
     if ! kill -0 "$proxy_pid" 2>/dev/null; then
         status=0
         wait "$proxy_pid" || status=$?
         proxy_pid=""
-        die "lockproxy exited with status $status before it was ready"
+        die "lockproxy did not start (exit status $status): see its message above"
     fi
     i=$((i + 1))
-    [ "$i" -lt 100 ] || die "lockproxy did not answer on $listen within 10 s"
+    [ "$i" -lt 100 ] || die "lockproxy did not start listening on $listen within 10 s"
     sleep 0.1
 done
 
@@ -162,6 +184,7 @@ case "$listen" in
     *) if [ "$listen_host" = 127.0.0.1 ]; then say "try: redis-cli -p $listen_port"
        else say "try: redis-cli -h $listen_host -p $listen_port"; fi ;;
 esac
+say_log
 say "Ctrl-C stops it"
 
 # Wait for the proxy; a trapped signal interrupts the wait and runs cleanup.
