@@ -709,7 +709,7 @@ static int emit(report *r, FILE *out, int as_json)
             for (size_t i = 0; i < r->rules.n; i++) {
                 holds h = hold_stats(&rules[i]->held);
                 if (h.n > 0)
-                    fprintf(out, "  rule %s: %zu line(s), p50 %lld ms, p99 %lld ms, max %lld ms\n", rules[i]->name,
+                    fprintf(out, "  rule \"%s\": %zu line(s), p50 %lld ms, p99 %lld ms, max %lld ms\n", rules[i]->name,
                             h.n, h.p50, h.p99, h.max);
             }
         }
