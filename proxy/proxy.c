@@ -168,12 +168,15 @@ static void close_quietly(uv_handle_t *h) {
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-/* Everything is closed: the loop ends once the last handle is. */
+/* Everything is closed: the loop ends once the last handle is. The signal handlers stay
+ * installed (unreferenced, so they keep nothing alive) until proxy_run() has written the
+ * last audit lines: a second SIGTERM or SIGINT meanwhile (an init system or a wrapper
+ * script sending both) is ignored instead of killing the process mid-flush. */
 void proxy_drained(proxy *px) {
     if (px->listening) close_quietly((uv_handle_t *)&px->listener);
-    close_quietly((uv_handle_t *)&px->sig_term);
-    close_quietly((uv_handle_t *)&px->sig_int);
-    close_quietly((uv_handle_t *)&px->sig_hup);
+    uv_unref((uv_handle_t *)&px->sig_term);
+    uv_unref((uv_handle_t *)&px->sig_int);
+    uv_unref((uv_handle_t *)&px->sig_hup);
     close_quietly((uv_handle_t *)&px->drain_timer);
     close_quietly((uv_handle_t *)&px->sweep_timer);
     px->auth_probe_done = 1;
@@ -342,6 +345,15 @@ int proxy_run(const lp_config *cfg) {
     audit_limiter_flush_all(px.limiter, audit_summary, &px);
     if (px.audit) lp_auditlog_close(px.audit);
     px.audit = NULL;
+    uv_run(px.loop, UV_RUN_DEFAULT);
+    /* Closing the last handle of a signal restores its default action; from here on the
+     * process only frees memory and exits 0, so stop signals are ignored. */
+    close_quietly((uv_handle_t *)&px.sig_term);
+    close_quietly((uv_handle_t *)&px.sig_int);
+    close_quietly((uv_handle_t *)&px.sig_hup);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     uv_run(px.loop, UV_RUN_DEFAULT);
     uv_loop_close(px.loop);
     policy_free(px.policy);

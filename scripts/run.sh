@@ -41,10 +41,11 @@ cleanup() {
     [ "$stopping" -eq 1 ] && return 0
     stopping=1
     if [ -n "$proxy_pid" ] && kill -0 "$proxy_pid" 2>/dev/null; then
-        kill -TERM "$proxy_pid" 2>/dev/null || true
-        # The proxy drains in-flight replies; give it a few seconds.
+        # SIGINT, as Ctrl-C has sent it already (a second one changes nothing): the proxy
+        # drains in-flight replies (shutdown-timeout, 5 s by default) and exits 0.
+        kill -INT "$proxy_pid" 2>/dev/null || true
         i=0
-        while kill -0 "$proxy_pid" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        while kill -0 "$proxy_pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
         kill -KILL "$proxy_pid" 2>/dev/null || true
         wait "$proxy_pid" 2>/dev/null || true
     fi
