@@ -173,9 +173,21 @@ static int set_directive(lp_config *c, const directive *d, const char *const *ar
         return set_name(c, v, msg, msglen);
     case D_ADDR: {
         lp_addr a;
+        int up = d->off == offsetof(lp_config, upstream);
+        if (up && lp_sentinel_is(v)) {
+            lp_sentinel_cfg sc;
+            if (lp_sentinel_parse(v, &sc, msg, msglen) < 0) return -1;
+            c->sentinel = sc;
+            memset(&c->upstream, 0, sizeof c->upstream);
+            c->upstream_set = 1;
+            return 0;
+        }
         if (lp_addr_parse(v, &a, msg, msglen) < 0) return -1;
         *(lp_addr *)field = a;
-        if (d->off == offsetof(lp_config, upstream)) c->upstream_set = 1;
+        if (up) {
+            c->upstream_set = 1;
+            c->sentinel.n = 0;
+        }
         return 0;
     }
     case D_PATH: {
@@ -408,7 +420,8 @@ void lp_config_print(const lp_config *c, FILE *out)
     char a[300];
     lp_addr_format(&c->listen, a, sizeof a);
     fprintf(out, "listen %s\n", a);
-    lp_addr_format(&c->upstream, a, sizeof a);
+    if (c->sentinel.n > 0) lp_sentinel_format(&c->sentinel, a, sizeof a);
+    else lp_addr_format(&c->upstream, a, sizeof a);
     fprintf(out, "upstream %s\n", a);
     fputs("instance-name ", out);
     lp_tok_write(out, c->instance_name, strlen(c->instance_name));
@@ -440,6 +453,7 @@ const char *lp_config_usage(void)
         "  --version, -v     print the version and exit\n"
         "  --help, -h        print this help and exit\n"
         "\n"
-        "ADDR is HOST:PORT, [IPv6]:PORT or unix:/path. Flags override the file and may\n"
-        "also be written --flag=VALUE.\n";
+        "ADDR is HOST:PORT, [IPv6]:PORT or unix:/path; the upstream may also be\n"
+        "sentinel://HOST:PORT[,HOST:PORT...]/MASTER (the master Redis Sentinel names).\n"
+        "Flags override the file and may also be written --flag=VALUE.\n";
 }

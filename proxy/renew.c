@@ -284,6 +284,13 @@ static void timer_closed(uv_handle_t *h) {
     free(rn);
 }
 
+void lp_renewer_reconnect(lp_renewer *rn) {
+    if (rn == NULL || rn->closing) return;
+    lp_upconn *up = rn->up;
+    rn->up = NULL;
+    lp_upconn_close(up);
+}
+
 void lp_renewer_close(lp_renewer *rn) {
     if (rn == NULL || rn->closing) return;
     rn->closing = 1;

@@ -173,7 +173,8 @@ int session_start(proxy *px) {
     s->conn_id = ++px->next_conn_id;
     pairing_init(&s->pg, px->auth_state == LP_AUTH_NOT_REQUIRED);
     resp_reply_init(&s->rep);
-    if (c->listen.is_unix) uv_pipe_init(px->loop, &s->client.pipe, 0);
+    int unix_client = px->listener.stream.type == UV_NAMED_PIPE;   /* the listener may come from systemd */
+    if (unix_client) uv_pipe_init(px->loop, &s->client.pipe, 0);
     else uv_tcp_init(px->loop, &s->client.tcp);
     if (c->upstream.is_unix) uv_pipe_init(px->loop, &s->up.pipe, 0);
     else uv_tcp_init(px->loop, &s->up.tcp);
@@ -194,7 +195,7 @@ int session_start(proxy *px) {
     format_peer(s);
     const char *colon = strrchr(s->peer, ':');
     s->ip_len = colon ? (size_t)(colon - s->peer) : strlen(s->peer);
-    if (!c->listen.is_unix) uv_tcp_nodelay(&s->client.tcp, 1);
+    if (!unix_client) uv_tcp_nodelay(&s->client.tcp, 1);
 
     if (px->nclients > c->maxclients) {
         static const char full[] = "-ERR max number of clients reached\r\n";
@@ -220,3 +221,14 @@ int session_start(proxy *px) {
 }
 
 session *lp_session_next(session *s) { return s->next; }
+
+void session_upstream_switched(session *s) {
+    if (s->closing) return;
+    if (s->up_state == UP_CONNECTING) { session_close(s); return; }
+    if (!sess_up_open(s)) return;
+    sess_upstream_lost(s, "master switched");
+    uv_read_stop(&s->up.stream);
+    s->up_reading = 0;
+    sess_flush(s);
+    sess_maybe_finish(s);
+}
