@@ -127,7 +127,11 @@ int lp_sentinel_parse(const char *s, lp_sentinel_cfg *sc, char *err, size_t errl
     }
     memcpy(sc->master, name, nlen + 1);
     const char *p = list;
-    while (p < slash) {
+    if (p == slash) {
+        memset(sc, 0, sizeof *sc);
+        return addr_fail(err, errlen, s, "no sentinel address");
+    }
+    for (;;) {
         const char *comma = memchr(p, ',', (size_t)(slash - p));
         const char *end = comma ? comma : slash;
         char one[300], why[400];
@@ -146,12 +150,8 @@ int lp_sentinel_parse(const char *s, lp_sentinel_cfg *sc, char *err, size_t errl
             return addr_fail(err, errlen, s, "sentinel '%s' is not HOST:PORT", one);
         }
         sc->n++;
-        p = end + 1;
         if (comma == NULL) break;
-    }
-    if (sc->n == 0) {
-        memset(sc, 0, sizeof *sc);
-        return addr_fail(err, errlen, s, "no sentinel address");
+        p = end + 1;
     }
     return 0;
 }
