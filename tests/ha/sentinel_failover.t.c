@@ -12,6 +12,8 @@
  *     a write lands on the new master (CONFIG GET port on the same connection) within 30 s;
  *     the held locks' connections are closed by the proxy; the locks are released cleanly
  *     afterwards through new connections (DEL :1) and nothing of them is left.
+ *   a lock taken just after SENTINEL FAILOVER, without WAIT: its DEL afterwards answers :1
+ *   (it reached the replica before the promotion) or :0 (lost with the old master), shown.
  *   after the first round: a lock without TTL (rule ttl=2s, renewed by the proxy) outlives
  *   its TTL on the new master: renewal follows the master.
  * The failover gap (SENTINEL FAILOVER answered -> first write through the proxy that lands on
@@ -186,6 +188,13 @@ static void failover_round(int round, const hp_proc *from, const hp_proc *to)
         return;
     }
 
+    /* A lock taken right after the failover began, without WAIT: the old master may take it
+     * while the replica is being promoted, and then it does not survive. */
+    redisContext *late = lk_connect(pxy);
+    const char *late_acq = lk_str(late, "SET lock:ha:%d:late tokl NX PX 60000", round);
+    diag("round %d: lock:ha:%d:late taken during the failover: %s", round, round, late_acq);
+    redisFree(late);
+
     stats st;
     memset(&st, 0, sizeof st);
     long long gap = -1;
@@ -287,6 +296,18 @@ static void failover_round(int round, const hp_proc *from, const hp_proc *to)
     }
     redisFree(c);
     is_int(released, NLOCK, "round %d: the locks acquired before the failover are released after it (DEL :1)", round);
+    {
+        redisContext *c2 = lk_connect(pxy);
+        char key[64];
+        snprintf(key, sizeof key, "lock:ha:%d:late", round);
+        const char *d = lk_str(c2, "DEL %s", key);
+        redisFree(c2);
+        diag("round %d: the lock taken during the failover: DEL answered %s%s", round, d,
+             strcmp(d, ":1") == 0 ? " (it survived)" : strcmp(d, ":0") == 0 ? " (lost with the old master's last writes)" : "");
+        ok(strcmp(late_acq, "+OK") != 0 || strcmp(d, ":1") == 0 || strcmp(d, ":0") == 0,
+           "round %d: the lock taken during the failover: its DEL after it answers :1 (survived) or :0 (lost), "
+           "never an error", round);
+    }
     long long left = 0;
     for (int i = 0; i < NLOCK; i++) left += hp_cmd_int(to, "EXISTS lock:ha:%d:%d", round, i);
     is_int(left, 0, "round %d: none of them is left on the new master", round);
