@@ -464,6 +464,12 @@ size_t lease_sweep(lease_table *t, int64_t now_ms, int64_t grace_ms)
     return n;
 }
 
+void lease_each(const lease_table *t, void (*fn)(const lease *l, void *ud), void *ud)
+{
+    if (t == NULL) return;
+    for (size_t i = 0; i < t->count; i++) fn(&t->heap[i]->l, ud);
+}
+
 size_t lease_count(const lease_table *t)
 {
     return t ? t->count : 0;

@@ -9,6 +9,9 @@
 
 #include "proxy/proxy.h"
 #include "proxy/renew.h"
+#include "proxy/session.h"
+#include "policy/lease.h"
+#include "policy/lock.h"
 #include "proxy/upconn.h"
 #include "resp/encode.h"
 
@@ -219,6 +222,192 @@ static void ping_cb(uv_timer_t *t) {
         sub_lost(sn, "connection closed");
 }
 
+/* ---- after a failover: which locks held through the closed connections survived ---- */
+
+/* Each lock held (by the lease cache) through a connection the switch closes is looked up on
+ * the new master: its lease record must still name the acquire id (HGET record id). One
+ * that does not was lost with the old master's last writes: an audit line "failover_lost"
+ * each, and a summary on stderr. At most HELD_MAX locks are looked up. */
+#define HELD_MAX 10000
+
+typedef struct fcheck fcheck;
+
+typedef struct held {
+    fcheck *fc;
+    uint64_t conn_id;
+    int db;
+    char id[48];
+    char client[64];
+    size_t keylen;
+    char *key;
+} held;
+
+struct fcheck {
+    proxy *px;
+    lp_upconn *up;
+    char master[300];
+    held *h;
+    size_t n, cap, skipped, pending, kept, lost, unchecked;
+    int64_t now;
+};
+
+static void collect(const lease *l, void *ud) {
+    fcheck *fc = ud;
+    char id[48];
+    int renewing, db = 0;
+    unsigned long long conn;
+    const char *tok;
+    size_t toklen;
+    if (!l->conn_scoped || l->deadline_ms < fc->now) return;
+    if (lock_cache_value(l, id, sizeof(id), &renewing, &tok, &toklen) < 0) return;
+    if (sscanf(l->owner, "c%llu@%d", &conn, &db) != 2) return;
+    if (fc->n == HELD_MAX) { fc->skipped++; return; }
+    if (fc->n == fc->cap) {
+        size_t ncap = fc->cap ? fc->cap * 2 : 16;
+        held *nh = realloc(fc->h, ncap * sizeof(*nh));
+        if (nh == NULL) { fc->skipped++; return; }
+        fc->h = nh;
+        fc->cap = ncap;
+    }
+    char *key = malloc(l->keylen + 1);
+    if (key == NULL) { fc->skipped++; return; }
+    memcpy(key, l->key, l->keylen + 1);
+    held *e = &fc->h[fc->n++];
+    memset(e, 0, sizeof(*e));
+    e->conn_id = conn;
+    e->db = db;
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    e->key = key;
+    e->keylen = l->keylen;
+}
+
+static int by_conn(const void *a, const void *b) {
+    const held *x = a, *y = b;
+    return x->conn_id < y->conn_id ? -1 : x->conn_id > y->conn_id;
+}
+
+static void fcheck_free(fcheck *fc) {
+    for (size_t i = 0; i < fc->n; i++) free(fc->h[i].key);
+    free(fc->h);
+    free(fc);
+}
+
+static void fcheck_done(fcheck *fc) {
+    lp_logf("failover: %zu lock(s) held through the closed connections: %zu on the new master %s, %zu lost "
+            "(audit event failover_lost)%s", fc->n + fc->skipped, fc->kept, fc->master, fc->lost,
+            fc->unchecked + fc->skipped > 0 ? ", some not checked (connection failed or too many)" : "");
+    lp_upconn *up = fc->up;
+    fcheck_free(fc);
+    lp_upconn_close(up);
+}
+
+static void lost_event(fcheck *fc, const held *e) {
+    lock_ctx *ctx = &fc->px->lock;
+    if (ctx->log == NULL) return;
+    const policy_rule *r = fc->px->policy ? policy_match(fc->px->policy, e->key, e->keylen) : NULL;
+    char detail[512];
+    snprintf(detail, sizeof(detail), "held through a connection closed by the failover; its lease record is not on "
+             "the new master %s: lost with the old master's last writes", fc->master);
+    audit_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.event = "failover_lost";
+    ev.mode = r ? policy_mode_name(r->mode) : "enforce";
+    ev.action = "lost";
+    ev.rule = r ? r->prefix : "";
+    ev.rule_len = r ? r->prefix_len : 0;
+    ev.key = e->key;
+    ev.key_len = e->keylen;
+    ev.client = e->client;
+    ev.detail = detail;
+    ev.held_ms = -1;
+    ctx->log(ctx->log_ud, &ev);
+}
+
+static void hget_reply(lp_upconn *c, const redisReply *r, void *ud) {
+    held *e = ud;
+    (void)c;
+    fcheck *fc = e->fc;
+    if (r == NULL) fc->unchecked++;
+    else if (r->type == REDIS_REPLY_STRING && strcmp(r->str, e->id) == 0) fc->kept++;
+    else if (r->type == REDIS_REPLY_ERROR) fc->unchecked++;
+    else { fc->lost++; lost_event(fc, e); }
+    if (--fc->pending == 0) fcheck_done(fc);
+}
+
+static void ignore_reply(lp_upconn *c, const redisReply *r, void *ud) {
+    (void)c;
+    (void)r;
+    (void)ud;
+}
+
+/* Collects the live leases of the open sessions, before they close. NULL when there is none. */
+static fcheck *fcheck_collect(proxy *px) {
+    if (px->leases == NULL || lease_count(px->leases) == 0) return NULL;
+    fcheck *fc = calloc(1, sizeof(*fc));
+    if (fc == NULL) return NULL;
+    fc->px = px;
+    fc->now = (int64_t)uv_now(px->loop);
+    lease_each(px->leases, collect, fc);
+    if (fc->n == 0) { fcheck_free(fc); return NULL; }
+    qsort(fc->h, fc->n, sizeof(*fc->h), by_conn);
+    for (session *s = px->sessions; s != NULL; s = s->next) {
+        held probe = { .conn_id = s->conn_id };
+        held *e = bsearch(&probe, fc->h, fc->n, sizeof(*fc->h), by_conn);
+        if (e == NULL) continue;
+        while (e > fc->h && e[-1].conn_id == s->conn_id) e--;
+        for (; e < fc->h + fc->n && e->conn_id == s->conn_id; e++) snprintf(e->client, sizeof(e->client), "%s", s->peer);
+    }
+    return fc;
+}
+
+/* Sends the lookups to the new master at sa. */
+static void fcheck_start(fcheck *fc, const struct sockaddr *sa, const char *master) {
+    proxy *px = fc->px;
+    const lp_config *cfg = px->cfg;
+    snprintf(fc->master, sizeof(fc->master), "%s", master);
+    for (size_t i = 0; i < fc->n; i++) fc->h[i].fc = fc;   /* the array no longer moves */
+    fc->up = lp_upconn_open(px->loop, &tcp_addr, sa, (int)cfg->connect_timeout_ms);
+    if (cfg->upstream_password[0] != '\0') {
+        lp_str a = {0};
+        int user = cfg->upstream_user[0] != '\0';
+        resp_enc_head(&a, user ? 3 : 2);
+        resp_enc_cstr(&a, "AUTH");
+        if (user) resp_enc_cstr(&a, cfg->upstream_user);
+        resp_enc_cstr(&a, cfg->upstream_password);
+        lp_upconn_send(fc->up, a.p, a.len, ignore_reply, NULL);
+        lp_str_free(&a);
+    }
+    int db = 0;
+    lp_str cmd = {0}, rec = {0};
+    fc->pending = fc->n;
+    for (size_t i = 0; i < fc->n; i++) {
+        held *e = &fc->h[i];
+        if (e->db != db) {
+            cmd.len = 0;
+            resp_enc_head(&cmd, 2);
+            resp_enc_cstr(&cmd, "SELECT");
+            resp_enc_ll(&cmd, e->db);
+            lp_upconn_send(fc->up, cmd.p, cmd.len, ignore_reply, NULL);
+            db = e->db;
+        }
+        cmd.len = 0;
+        rec.len = 0;
+        lock_record_key(&rec, e->key, e->keylen);
+        resp_enc_head(&cmd, 3);
+        resp_enc_cstr(&cmd, "HGET");
+        resp_enc_arg(&cmd, rec.p, rec.len);
+        resp_enc_cstr(&cmd, "id");
+        if (lp_upconn_send(fc->up, cmd.p, cmd.len, hget_reply, e) < 0) {
+            fc->unchecked += fc->n - i;
+            fc->pending -= fc->n - i;
+            break;
+        }
+    }
+    lp_str_free(&cmd);
+    lp_str_free(&rec);
+    if (fc->pending == 0) fcheck_done(fc);
+}
+
 /* ---- confirming and adopting a master ---- */
 
 /* Every client's upstream connection goes: its clients reconnect, to the new master. */
@@ -257,7 +446,15 @@ static void adopt(lp_sentinel *sn) {
     snprintf(sn->host, sizeof(sn->host), "%s", sn->cand_host);
     sn->port = sn->cand_port;
     memcpy(&px->upstream_sa, &sn->cand_sa, sizeof(px->upstream_sa));
-    if (changed && !first) switch_sessions(px);
+    if (changed && !first) {
+        fcheck *fc = fcheck_collect(px);
+        switch_sessions(px);
+        if (fc != NULL) {
+            char where[300];
+            snprintf(where, sizeof(where), "%s:%d", sn->host, sn->port);
+            fcheck_start(fc, (const struct sockaddr *)&sn->cand_sa, where);
+        }
+    }
     if (!sn->closing) subscribe(sn, sn->cand_from);
 }
 

@@ -12,8 +12,10 @@
  *     a write lands on the new master (CONFIG GET port on the same connection) within 30 s;
  *     the held locks' connections are closed by the proxy; the locks are released cleanly
  *     afterwards through new connections (DEL :1) and nothing of them is left.
- *   a lock taken just after SENTINEL FAILOVER, without WAIT: its DEL afterwards answers :1
- *   (it reached the replica before the promotion) or :0 (lost with the old master), shown.
+ *   a lock taken once the replica is promoted (ROLE master) but before the proxy switched
+ *   goes to the old master and is lost: the proxy looks the locks of the connections it
+ *   closes up on the new master and logs each missing one as failover_lost; its DEL after
+ *   the failover answers :0 (or :1 when the proxy had switched already), never an error.
  *   after the first round: a lock without TTL (rule ttl=2s, renewed by the proxy) outlives
  *   its TTL on the new master: renewal follows the master.
  * The failover gap (SENTINEL FAILOVER answered -> first write through the proxy that lands on
@@ -30,6 +32,7 @@ static hp_proc *ra, *rb, *pxy;
 static ha_child sent;
 static int sport;
 static char audit[4096];
+static int lost_rounds;
 
 /* ---- a stale sentinel: answers every command with the address of the replica ---- */
 
@@ -188,12 +191,13 @@ static void failover_round(int round, const hp_proc *from, const hp_proc *to)
         return;
     }
 
-    /* A lock taken right after the failover began, without WAIT: the old master may take it
-     * while the replica is being promoted, and then it does not survive. */
+    /* A lock taken once the replica has been promoted: until Sentinel announces the switch the
+     * proxy still sends it to the old master, which no longer replicates to the new one. */
+    for (long long until = hp_now_ms() + 10000; !is_master(to) && hp_now_ms() < until;) hp_sleep_ms(5);
     redisContext *late = lk_connect(pxy);
-    const char *late_acq = lk_str(late, "SET lock:ha:%d:late tokl NX PX 60000", round);
-    diag("round %d: lock:ha:%d:late taken during the failover: %s", round, round, late_acq);
-    redisFree(late);
+    char late_acq[64];
+    snprintf(late_acq, sizeof late_acq, "%s", lk_str(late, "SET lock:ha:%d:late tokl NX PX 60000", round));
+    diag("round %d: lock:ha:%d:late taken once %s was promoted: %s", round, round, to->name, late_acq);
 
     stats st;
     memset(&st, 0, sizeof st);
@@ -300,13 +304,30 @@ static void failover_round(int round, const hp_proc *from, const hp_proc *to)
         redisContext *c2 = lk_connect(pxy);
         char key[64];
         snprintf(key, sizeof key, "lock:ha:%d:late", round);
-        const char *d = lk_str(c2, "DEL %s", key);
+        char d[64];
+        snprintf(d, sizeof d, "%s", lk_str(c2, "DEL %s", key));
         redisFree(c2);
+        redisFree(late);
         diag("round %d: the lock taken during the failover: DEL answered %s%s", round, d,
              strcmp(d, ":1") == 0 ? " (it survived)" : strcmp(d, ":0") == 0 ? " (lost with the old master's last writes)" : "");
         ok(strcmp(late_acq, "+OK") != 0 || strcmp(d, ":1") == 0 || strcmp(d, ":0") == 0,
            "round %d: the lock taken during the failover: its DEL after it answers :1 (survived) or :0 (lost), "
            "never an error", round);
+        int lost_logged = lk_log_wait(audit, "failover_lost", key, strcmp(d, ":0") == 0 ? 5000 : 0);
+        ok(strcmp(d, ":0") != 0 || lost_logged, "round %d: a lost lock is in the audit log as failover_lost", round);
+        ok(strcmp(d, ":1") != 0 || !lost_logged, "round %d: a surviving one is not", round);
+        if (strcmp(d, ":0") == 0) lost_rounds++;
+        hp_buf log = {0};
+        lk_read_file(audit, &log);
+        int held_lost = 0;
+        for (int i = 0; i < NLOCK; i++) {
+            char k[64];
+            snprintf(k, sizeof k, "lock:ha:%d:%d", round, i);
+            held_lost += lk_log_count(&log, "failover_lost", k);
+        }
+        hp_buf_free(&log);
+        is_int(held_lost, 0, "round %d: no failover_lost for the locks replicated with WAIT", round);
+        ok(ha_file_has(pxy->log, "failover: "), "round %d: the proxy summed up the locks it checked on the new master", round);
     }
     long long left = 0;
     for (int i = 0; i < NLOCK; i++) left += hp_cmd_int(to, "EXISTS lock:ha:%d:%d", round, i);
@@ -382,6 +403,8 @@ int main(void)
     failover_round(2, rb, ra);
     ok(is_master(ra), "after round 2, %s is the master again", ra->name);
 
+    diag("the lock taken after the promotion was lost (and logged) in %d of 2 rounds", lost_rounds);
+    lk_check_json_log(audit, "the audit log");
     is_int(hp_stop(pxy, 10000), 0, "the proxy exits 0 on SIGTERM");
     fake_stop = 1;
     ha_stop(&sent, 5000);
