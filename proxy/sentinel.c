@@ -54,6 +54,7 @@ struct lp_sentinel {
     char host[256];
     int port;
     unsigned long switches;
+    uint64_t last_kick;                /* when a failed connect last started a round */
 };
 
 static const lp_addr tcp_addr;         /* is_unix 0: what lp_upconn_open needs to know */
@@ -598,6 +599,14 @@ lp_sentinel *lp_sentinel_new(proxy *px, char *err, size_t errlen) {
 
 void lp_sentinel_wait_master(lp_sentinel *sn) {
     while (!sn->have && !sn->closing) uv_run(sn->px->loop, UV_RUN_ONCE);
+}
+
+void lp_sentinel_upstream_failed(lp_sentinel *sn) {
+    if (sn == NULL || sn->closing || sn->round_active || uv_is_active((uv_handle_t *)&sn->retry)) return;
+    uint64_t now = uv_now(sn->px->loop);
+    if (sn->last_kick != 0 && now - sn->last_kick < RETRY_MS) return;
+    sn->last_kick = now;
+    round_start(sn);
 }
 
 unsigned long lp_sentinel_switches(const lp_sentinel *sn) { return sn ? sn->switches : 0; }

@@ -29,6 +29,9 @@ lp_sentinel *lp_sentinel_new(struct proxy *px, char *err, size_t errlen);
 /* Runs the loop until a master is known and confirmed (it keeps asking, and logs each round
  * that fails). The master's address is then in px->upstream_sa. */
 void lp_sentinel_wait_master(lp_sentinel *sn);
+/* A client's upstream connect failed: the sentinels are asked again (at most once a
+ * second), in case a switch was missed. */
+void lp_sentinel_upstream_failed(lp_sentinel *sn);
 /* Failovers followed so far. */
 unsigned long lp_sentinel_switches(const lp_sentinel *sn);
 /* Stops asking and closes its connections and timers; the memory goes once libuv has

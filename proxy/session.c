@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <arpa/inet.h>
 #include "proxy/session.h"
+#include "proxy/sentinel.h"
 
 /* upstream-timeout: the upstream must say something within the limit while a request that
  * does not block waits at the head of the queue. */
@@ -94,6 +95,7 @@ static void connect_failed(session *s, const char *why) {
         px->last_connect_log = now;
     }
     s->up_state = UP_FAILED;
+    if (px->sentinel != NULL) lp_sentinel_upstream_failed(px->sentinel);
     /* Answer what the client sends with an error line, then close; a client that sends
      * nothing is closed after connect-timeout. */
     uv_timer_start(&s->timer, idle_close_cb, (uint64_t)s->px->cfg->connect_timeout_ms, 0);

@@ -18,6 +18,8 @@
  *   the failover answers :0 (or :1 when the proxy had switched already), never an error.
  *   after the first round: a lock without TTL (rule ttl=2s, renewed by the proxy) outlives
  *   its TTL on the new master: renewal follows the master.
+ *   last, the master is killed (SIGKILL): Sentinel fails over by itself and the proxy follows;
+ *   requests meanwhile fail with the proxy's "upstream unavailable" error, none hangs.
  * The failover gap (SENTINEL FAILOVER answered -> first write through the proxy that lands on
  * the new master) and the counts are printed as diagnostics, not asserted. */
 #include <poll.h>
@@ -140,7 +142,7 @@ static int wait_sentinel_replica(int port, int timeout_ms)
 /* ---- one failover ---- */
 
 typedef struct stats {
-    int ok, on_new, switched, readonly, closed, hung, other;
+    int ok, on_new, switched, readonly, unavailable, closed, hung, other;
     int cyc_ok, cyc_failed, cyc_other;
     char first_other[256];
 } stats;
@@ -156,6 +158,7 @@ static int failure_kind(stats *st, redisContext *c, const redisReply *r, long lo
     }
     if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "master switched") != NULL) { st->switched++; return 1; }
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) { st->readonly++; return 1; }
+    if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "lockproxy: upstream unavailable") != NULL) { st->unavailable++; return 1; }
     st->other++;
     if (st->first_other[0] == '\0') snprintf(st->first_other, sizeof st->first_other, "%s", lk_show(r));
     return 0;
@@ -335,6 +338,49 @@ static void failover_round(int round, const hp_proc *from, const hp_proc *to)
     redisFree(n);
 }
 
+/* The master is killed: Sentinel fails over by itself (down-after-milliseconds 1000) and the
+ * proxy follows; meanwhile requests fail clearly (connections refused by the dead master are
+ * answered "-ERR lockproxy: upstream unavailable (...)"), none hangs. */
+static void kill_round(hp_proc *from, const hp_proc *to)
+{
+    ok(wait_for(replica_linked, to, 60000), "kill: %s replicates from %s", to->name, from->name);
+    ok(wait_sentinel_replica(to->port, 30000), "kill: the sentinel sees %s as a healthy replica", to->name);
+    hp_kill(from);
+    long long t0 = hp_now_ms(), gap = -1;
+    stats st;
+    memset(&st, 0, sizeof st);
+    redisContext *w = NULL;
+    for (int seq = 0; hp_now_ms() < t0 + 60000 && st.on_new < 20; seq++) {
+        if (w == NULL && (w = ha_connect_port(pxy->port)) == NULL) { st.closed++; hp_sleep_ms(10); continue; }
+        long long s0 = hp_now_ms();
+        redisAppendCommand(w, "SET ha:k:w:%d %d", seq, seq);
+        redisAppendCommand(w, "CONFIG GET port");
+        redisReply *r1 = NULL, *r2 = NULL;
+        if (redisGetReply(w, (void **)&r1) == REDIS_OK) redisGetReply(w, (void **)&r2);
+        long long took = hp_now_ms() - s0;
+        if (r1 != NULL && r1->type == REDIS_REPLY_STATUS) {
+            st.ok++;
+            if (r2 != NULL && r2->type == REDIS_REPLY_ARRAY && r2->elements == 2 && atoi(r2->element[1]->str) == to->port) {
+                st.on_new++;
+                if (gap < 0) gap = hp_now_ms() - t0;
+            }
+        } else {
+            failure_kind(&st, w, r1, took);
+        }
+        if (r1 == NULL || r2 == NULL || w->err || r1->type == REDIS_REPLY_ERROR) { redisFree(w); w = NULL; }
+        freeReplyObject(r1);
+        freeReplyObject(r2);
+        hp_sleep_ms(20);
+    }
+    redisFree(w);
+    ok(gap >= 0, "kill: writes through the proxy reach %s, promoted by Sentinel, within 60 s", to->name);
+    diag("kill: master killed -> first write through the proxy on the new master: %lld ms (down-after-milliseconds "
+         "1000); %d failed with 'upstream unavailable', %d with the connection closed, %d 'master switched'",
+         gap, st.unavailable, st.closed, st.switched);
+    is_int(st.hung, 0, "kill: no request hung");
+    is_int(st.other, 0, "kill: every failure said why%s%s", st.first_other[0] ? "; first other: " : "", st.first_other);
+}
+
 /* A lock taken without a TTL after the failover is renewed on the new master. */
 static void renewal_follows(const hp_proc *master)
 {
@@ -402,6 +448,7 @@ int main(void)
     renewal_follows(rb);
     failover_round(2, rb, ra);
     ok(is_master(ra), "after round 2, %s is the master again", ra->name);
+    kill_round(ra, rb);
 
     diag("the lock taken after the promotion was lost (and logged) in %d of 2 rounds", lost_rounds);
     lk_check_json_log(audit, "the audit log");
