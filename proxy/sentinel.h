@@ -13,6 +13,9 @@
  * authentication probe go to it; every existing client's upstream connection is closed
  * (the requests it still owed are answered "-ERR lockproxy: upstream unavailable (master
  * switched)", then the client connection closes), so clients reconnect, to the new master.
+ * The locks those connections held (the lease cache's) are looked up on the new master; each
+ * whose lease record is missing is logged as failover_lost. A client's failed upstream
+ * connect starts a discovery round too (at most one a second).
  * Sentinels themselves are asked without authentication. Everything is non-blocking, except
  * resolving the sentinels' host names once at start. */
 #ifndef LP_SENTINEL_H
