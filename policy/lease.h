@@ -75,5 +75,8 @@ size_t lease_sweep(lease_table *t, int64_t now_ms, int64_t grace_ms);
 
 /* Number of leases in the table. Accepts NULL (0). */
 size_t lease_count(const lease_table *t);
+/* Number of live leases (deadline_ms >= now_ms). O(leases that have ended and are still kept,
+ * for their grace period), not O(all). Accepts NULL (0). */
+size_t lease_count_live(const lease_table *t, int64_t now_ms);
 
 #endif

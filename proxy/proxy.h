@@ -22,6 +22,7 @@
 #include "policy/lock.h"
 #include "proxy/auditlog.h"
 #include "proxy/pairing.h"
+#include "proxy/metrics.h"
 
 typedef struct session session;
 
@@ -60,6 +61,8 @@ typedef struct proxy {
     int draining;
     uint64_t accept_errors;
     uint64_t last_emfile_log;
+    lp_metrics m;                          /* counters, loop thread only (proxy/metrics.h) */
+    struct lp_admin *admin;                /* the admin listener, or NULL */
 } proxy;
 
 /* Runs the proxy until SIGTERM/SIGINT drain it. Returns the process exit status. */
