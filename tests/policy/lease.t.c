@@ -377,7 +377,7 @@ static void test_many(void)
 static void test_count_live(void)
 {
     lease_table *t = lease_table_new(100);
-    char key[16];
+    char key[32];
     for (int i = 0; i < 50; i++) {
         snprintf(key, sizeof key, "lock:%d", i);
         /* deadlines 1000, 3000, 5000, ... put in a scrambled order */
