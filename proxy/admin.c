@@ -35,6 +35,7 @@ struct lp_admin {
     uv_timer_t timer;
     lp_upconn *probe;
     int stopped;
+    int draining;               /* health stays 503 whatever PING says */
     /* shared with the HTTP thread, under mu */
     pthread_mutex_t mu;
     lp_metrics_snap snap;
@@ -47,6 +48,7 @@ static int64_t mono_ms(void) { return (int64_t)(uv_hrtime() / 1000000); }
 /* ---- the loop's side ---- */
 
 static void set_health(lp_admin *a, int healthy, const char *why) {
+    if (a->draining) healthy = 0, why = "draining: the proxy is shutting down";
     pthread_mutex_lock(&a->mu);
     a->healthy = healthy;
     snprintf(a->health, sizeof(a->health), "%s", why);
@@ -282,12 +284,19 @@ lp_admin *lp_admin_start(proxy *px, char *err, size_t errlen) {
     return a;
 }
 
+void lp_admin_drain(lp_admin *a) {
+    if (a == NULL) return;
+    a->draining = 1;
+    set_health(a, 0, "draining");
+}
+
 void lp_admin_stop_loop(lp_admin *a) {
     if (a == NULL || a->stopped) return;
     a->stopped = 1;
     if (!uv_is_closing((uv_handle_t *)&a->timer)) uv_close((uv_handle_t *)&a->timer, NULL);
     lp_upconn_close(a->probe);
     a->probe = NULL;
+    a->draining = 1;
     set_health(a, 0, "shutting down");
 }
 

@@ -3,7 +3,7 @@
  *
  *   GET /metrics   the counters in the Prometheus text format (proxy/metrics.h)
  *   GET /health    200 "ok" when the upstream answered the last PING, 503 with the reason
- *                  otherwise
+ *                  otherwise, and 503 from the moment the proxy starts draining
  *   other paths    404; other methods on these two paths 405 (HEAD is served as GET)
  *
  * Threads: the loop thread owns every counter and the health probe. Once a second (a
@@ -25,6 +25,9 @@ typedef struct lp_admin lp_admin;
 /* Binds px->cfg->admin, starts the HTTP thread and the loop's timer. Returns NULL with a
  * message ("admin ADDR: reason") in err when it cannot. */
 lp_admin *lp_admin_start(struct proxy *px, char *err, size_t errlen);
+/* The proxy is draining (SIGTERM/SIGINT): /health answers 503 "draining" from now on, so
+ * that a load balancer stops sending new clients while the old ones finish. Accepts NULL. */
+void lp_admin_drain(lp_admin *a);
 /* Stops the loop's side (the timer and the probe's connection), so that the loop can end;
  * the HTTP thread keeps answering from the last snapshot. Accepts NULL. */
 void lp_admin_stop_loop(lp_admin *a);

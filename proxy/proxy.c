@@ -201,6 +201,7 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
     if (px->draining) return;
     px->draining = 1;
     lp_logf("%s: draining %d connection(s)", signum == SIGINT ? "SIGINT" : "SIGTERM", px->nclients);
+    lp_admin_drain(px->admin);
     if (px->listening) {
         close_quietly((uv_handle_t *)&px->listener);
         px->listening = 0;

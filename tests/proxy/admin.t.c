@@ -9,6 +9,7 @@
  * until it gets there (with a generous deadline); none measures time. */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,7 +292,11 @@ int main(void) {
     write_file(policy, "rule lock: audit ttl=30s\nrule \"od\\\"d\\\\\\x0a\\xff:\" audit ttl=30s\n");
     admin_port = hp_free_port();
     snprintf(admin, sizeof admin, "127.0.0.1:%d", admin_port);
-    const char *const args[] = {"--admin", admin, "--policy", policy, "--log", logpath, NULL};
+    /* A long shutdown-timeout: the drain test below ends the drain itself. */
+    char conf[4200];
+    snprintf(conf, sizeof conf, "%s/lockproxy.conf", hp_tmpdir());
+    write_file(conf, "shutdown-timeout 120s\n");
+    const char *const args[] = {"-c", conf, "--admin", admin, "--policy", policy, "--log", logpath, NULL};
     hp_proc *proxy = hp_proxy_start(redis, args);
 
     hp_buf body = {0};
@@ -386,7 +391,25 @@ int main(void) {
 
     bad_addresses(redis, admin_port);
 
-    is_int(hp_stop(proxy, 10000), 0, "the proxy stops cleanly with the admin listener on");
+    /* Draining: a client blocked in BLPOP keeps the proxy draining after SIGTERM (for up to
+     * shutdown-timeout, 120 s here); meanwhile /health says so. Then its reply comes and
+     * the proxy exits. */
+    int fd = hp_connect_proc(proxy, 3000);
+    hp_buf got = {0};
+    static const char blpop[] = "*3\r\n$5\r\nBLPOP\r\n$6\r\ndrainq\r\n$1\r\n0\r\n";
+    ok(fd >= 0 && hp_send_all(fd, blpop, sizeof blpop - 1, 3000) == HP_IO_OK, "a client blocks in BLPOP");
+    ok(hp_wait_info(redis, "blocked_clients", 1, 10000), "... Redis sees it blocked");
+    is_int(wait_health(200, &body), 200, "/health: 200 before SIGTERM");
+    hp_signal(proxy, SIGTERM);
+    is_int(wait_health(503, &body), 503, "/health: 503 while the proxy drains");
+    ok(body.len > 0 && strstr(body.data, "draining") != NULL, "... saying so (%s)", hp_esc(body.data, body.len, 80));
+    ok(http("GET", "/metrics", &body) == 200 && sample(&body, "lockproxy_upstream_up") == 0,
+       "/metrics is still served while draining, with lockproxy_upstream_up 0");
+    ok(hp_cmd_int(redis, "RPUSH drainq x") == 1, "RPUSH on Redis directly answers the BLPOP");
+    ok(hp_read_until(fd, &got, 0, "drainq", 10000) == HP_IO_OK, "... whose reply reaches the client");
+    is_int(hp_wait_exit(proxy, 20000), 0, "the proxy exits 0 once the drain is over");
+    if (fd >= 0) close(fd);
+    hp_buf_free(&got);
     hp_buf_free(&body);
     return 0;
 }
