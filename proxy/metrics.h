@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Latency histogram: bucket upper bounds in nanoseconds (LP_HIST_BOUNDS_NS, rendered in
+/* Latency histogram: bucket upper bounds in nanoseconds (lp_hist_bounds_ns, rendered in
  * seconds), plus +Inf. Counts are per bucket here and cumulative when rendered. */
 #define LP_HIST_NB 15
 extern const uint64_t lp_hist_bounds_ns[LP_HIST_NB];
