@@ -79,5 +79,8 @@ void lease_each(const lease_table *t, void (*fn)(const lease *l, void *ud), void
 
 /* Number of leases in the table. Accepts NULL (0). */
 size_t lease_count(const lease_table *t);
+/* Number of live leases (deadline_ms >= now_ms). O(leases that have ended and are still kept,
+ * for their grace period), not O(all). Accepts NULL (0). */
+size_t lease_count_live(const lease_table *t, int64_t now_ms);
 
 #endif

@@ -86,6 +86,7 @@ static const directive directives[] = {
     {"upstream", D_ADDR, F(upstream), 0, 0, NULL},
     {"policy", D_PATH, F(policy_file), 0, 0, NULL},
     {"log", D_PATH, F(log_file), 0, 0, NULL},
+    {"admin", D_ADDR, F(admin), 0, 0, NULL},
     {"maxclients", D_INT, F(maxclients), 1, INT_MAX, "1"},
     /* Redis's own lower bounds for these two. */
     {"proto-max-bulk-len", D_MEM, F(proto_max_bulk_len), 1LL << 20, LLONG_MAX, "1mb"},
@@ -183,11 +184,16 @@ static int set_directive(lp_config *c, const directive *d, const char *const *ar
             return 0;
         }
         if (lp_addr_parse(v, &a, msg, msglen) < 0) return -1;
+        if (d->off == offsetof(lp_config, admin) && a.is_unix) {
+            snprintf(msg, msglen, "'%s': a unix socket is not supported here (expected HOST:PORT)", v);
+            return -1;
+        }
         *(lp_addr *)field = a;
         if (up) {
             c->upstream_set = 1;
             c->sentinel.n = 0;
         }
+        if (d->off == offsetof(lp_config, admin)) c->admin_set = 1;
         return 0;
     }
     case D_PATH: {
@@ -349,6 +355,7 @@ static const struct flag {
     {"--upstream", A_SET, "upstream"},
     {"--policy", A_SET, "policy"},
     {"--log", A_SET, "log"},
+    {"--admin", A_SET, "admin"},
     {"--check", A_CHECK, NULL},
     {"--version", A_VERSION, NULL},
     {"-v", A_VERSION, NULL},
@@ -423,6 +430,10 @@ void lp_config_print(const lp_config *c, FILE *out)
     if (c->sentinel.n > 0) lp_sentinel_format(&c->sentinel, a, sizeof a);
     else lp_addr_format(&c->upstream, a, sizeof a);
     fprintf(out, "upstream %s\n", a);
+    if (c->admin_set) {
+        lp_addr_format(&c->admin, a, sizeof a);
+        fprintf(out, "admin %s\n", a);
+    }
     fputs("instance-name ", out);
     lp_tok_write(out, c->instance_name, strlen(c->instance_name));
     fputc('\n', out);
@@ -442,13 +453,14 @@ const char *lp_config_usage(void)
 {
     return
         "Usage: lockproxy [-c FILE] [--listen ADDR] [--upstream ADDR] [--policy FILE]\n"
-        "                 [--log FILE|-] [--check] [--version] [--help]\n"
+        "                 [--log FILE|-] [--admin ADDR] [--check] [--version] [--help]\n"
         "\n"
         "  -c FILE           read the configuration file FILE first (redis.conf style)\n"
         "  --listen ADDR     accept clients on ADDR (default 127.0.0.1:6380)\n"
         "  --upstream ADDR   forward to the redis-server at ADDR (default 127.0.0.1:6379)\n"
         "  --policy FILE     read the lock rules from FILE (default none: pass through)\n"
         "  --log FILE|-      write the audit log (JSON Lines) to FILE; - is stderr (default)\n"
+        "  --admin ADDR      serve GET /metrics and /health over HTTP on ADDR (default off)\n"
         "  --check           validate the configuration and policy, print the rules, exit\n"
         "  --version, -v     print the version and exit\n"
         "  --help, -h        print this help and exit\n"

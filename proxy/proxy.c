@@ -13,6 +13,7 @@
 #include "proxy/upconn.h"
 #include "proxy/renew.h"
 #include "proxy/sentinel.h"
+#include "proxy/admin.h"
 
 void lp_logf(const char *fmt, ...) {
     char line[512];
@@ -29,12 +30,15 @@ int64_t lp_wall_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Audit events from policy/lock.c: rate-limited, formatted, queued for the writer. */
+/* Audit events from policy/lock.c: counted (those the limiter suppresses too), rate-limited,
+ * formatted, queued for the writer. */
 static void audit_sink(void *ud, const audit_event *e) {
     proxy *px = ud;
     uint64_t suppressed = 0;
     if (px->audit == NULL) return;
-    if (!audit_limiter_check(px->limiter, e, (int64_t)uv_now(px->loop), &suppressed)) return;
+    int logged = audit_limiter_check(px->limiter, e, (int64_t)uv_now(px->loop), &suppressed);
+    lp_metrics_audit(&px->m, e->rule, e->rule_len, e->event, !logged);
+    if (!logged) return;
     char line[4096];
     size_t n = audit_format(e, lp_wall_ms(), suppressed, line, sizeof(line));
     if (n > 0) lp_auditlog_write(px->audit, line, n);
@@ -73,6 +77,7 @@ static void on_connection(uv_stream_t *server, int status) {
     if (rc == 0) return;
     uint64_t now = uv_now(px->loop);
     px->accept_errors++;
+    px->m.refused_accept++;
     if (now - px->last_emfile_log >= 1000) {
         lp_logf("accept failed: %s (%llu so far)", uv_strerror(rc), (unsigned long long)px->accept_errors);
         px->last_emfile_log = now;
@@ -184,6 +189,7 @@ void proxy_drained(proxy *px) {
     probe_reap(px);
     lp_renewer_close(px->renewer);
     px->renewer = NULL;
+    lp_admin_stop_loop(px->admin);
 }
 
 static void drain_timeout(uv_timer_t *t) {
@@ -218,6 +224,7 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
     if (px->draining) return;
     px->draining = 1;
     lp_logf("%s: draining %d connection(s)", signum == SIGINT ? "SIGINT" : "SIGTERM", px->nclients);
+    lp_admin_drain(px->admin);
     if (px->listening) {
         close_quietly((uv_handle_t *)&px->listener);
         px->listening = 0;
@@ -393,7 +400,8 @@ int proxy_run(const lp_config *cfg) {
     px.lock.script_once = px.policy ? audit_once_new(100000, 3600 * 1000) : NULL;
     px.lock.log = audit_sink;
     px.lock.log_ud = &px;
-    if (resolve_upstream(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0) {
+    if (resolve_upstream(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0 ||
+        (cfg->admin_set && (px.admin = lp_admin_start(&px, err, sizeof(err))) == NULL)) {
         fprintf(stderr, "lockproxy: %s\n", err);
         policy_free(px.policy);
         lease_table_free(px.leases);
@@ -436,6 +444,10 @@ int proxy_run(const lp_config *cfg) {
     if (cfg->sentinel.n > 0) lp_sentinel_format(&cfg->sentinel, u, sizeof(u));
     else lp_addr_format(&cfg->upstream, u, sizeof(u));
     lp_logf("listening on %s, upstream %s, %zu lock rule(s)", l, u, px.policy ? policy_count(px.policy) : (size_t)0);
+    if (px.admin) {
+        lp_addr_format(&cfg->admin, l, sizeof(l));
+        lp_logf("admin listener on http://%s (/metrics, /health)", l);
+    }
 
     uv_run(px.loop, UV_RUN_DEFAULT);
     /* Every session has gone, so no event comes after this: the counts the rate limiter
@@ -446,6 +458,8 @@ int proxy_run(const lp_config *cfg) {
     px.audit = NULL;
     uv_run(px.loop, UV_RUN_DEFAULT);
     uv_loop_close(px.loop);
+    lp_admin_free(px.admin);
+    lp_metrics_free(&px.m);
     policy_free(px.policy);
     lease_table_free(px.leases);
     audit_once_free(px.lock.script_once);

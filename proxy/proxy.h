@@ -22,6 +22,7 @@
 #include "policy/lock.h"
 #include "proxy/auditlog.h"
 #include "proxy/pairing.h"
+#include "proxy/metrics.h"
 
 typedef struct session session;
 
@@ -63,6 +64,8 @@ typedef struct proxy {
     struct lp_sentinel *sentinel;          /* upstream sentinel://: follows the master */
     int activated;                         /* the listener came from systemd (LISTEN_FDS) */
     uv_timer_t grace_timer;                /* SIGTERM: sessions run on this long, then drain */
+    lp_metrics m;                          /* counters, loop thread only (proxy/metrics.h) */
+    struct lp_admin *admin;                /* the admin listener, or NULL */
 } proxy;
 
 /* Runs the proxy until SIGTERM/SIGINT drain it. Returns the process exit status. */

@@ -16,6 +16,7 @@ static void upstream_timeout_cb(uv_timer_t *t) {
     if (s->closing || !sess_up_open(s)) return;
     lp_logf("upstream silent for %lld ms with a request pending, client=%s: closing",
             s->px->cfg->upstream_timeout_ms, s->peer);
+    s->px->m.up_err_timeout++;
     sess_upstream_lost(s, "upstream timeout");
     uv_read_stop(&s->up.stream);
     s->up_reading = 0;
@@ -89,6 +90,7 @@ static void connect_failed(session *s, const char *why) {
     proxy *px = s->px;
     uint64_t now = uv_now(px->loop);
     px->connect_failures++;
+    px->m.up_err_connect++;
     if (now - px->last_connect_log >= 1000) {
         lp_logf("upstream connect failed for client=%s: %s (%llu failures so far)", s->peer, why,
                 (unsigned long long)px->connect_failures);
@@ -111,6 +113,7 @@ static void connect_cb(uv_connect_t *req, int status) {
         return;
     }
     s->up_state = UP_CONNECTED;
+    lp_hist_observe(&s->px->m.connect_lat, uv_hrtime() - s->lat_t0);
     if (s->up.handle.type == UV_TCP) uv_tcp_nodelay(&s->up.tcp, 1);
     sess_update_reading(s);
 }
@@ -194,6 +197,7 @@ int session_start(proxy *px) {
         session_close(s);
         return rc;
     }
+    px->m.accepted++;
     format_peer(s);
     const char *colon = strrchr(s->peer, ':');
     s->ip_len = colon ? (size_t)(colon - s->peer) : strlen(s->peer);
@@ -201,6 +205,7 @@ int session_start(proxy *px) {
 
     if (px->nclients > c->maxclients) {
         static const char full[] = "-ERR max number of clients reached\r\n";
+        px->m.refused_maxclients++;
         lp_block *e = lp_block_copy(full, sizeof(full) - 1);
         sess_emit(s, &s->to_client, e, 0, e->len);
         lp_block_unref(e);
@@ -212,6 +217,7 @@ int session_start(proxy *px) {
     }
 
     s->connect_req.data = s;
+    s->lat_t0 = uv_hrtime();
     if (c->upstream.is_unix) {
         uv_pipe_connect(&s->connect_req, &s->up.pipe, c->upstream.path, connect_cb);
     } else {
