@@ -38,7 +38,7 @@
  *   end            every worker ends with a SETNX of a key of its own (lock:tdf:<i>:<t>) that
  *                  it never releases, and its instance exits holding it (as in a crash);
  *                  after the last instance exited: no lock key without a TTL, and every lock
- *                  and record gone within ttl (+500 ms) of that moment; histories keep a TTL.
+ *                  and record at most ttl left by Redis's clock at that moment, then gone; histories keep a TTL.
  *   refused EXPIRE a holder's EXPIRE answered :0 while GET right after shows its own token.
  * A release or EXPIRE on a pooled connection that once held a lease of the same key which
  * ended by its TTL is refused as late by design (README "Owners": the limit of owner=auto
