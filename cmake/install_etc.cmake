@@ -22,7 +22,8 @@ file(READ "${LP_SOURCE_DIR}/conf/lockproxy.service" unit)
 string(REPLACE "/usr/sbin/lockproxy" "${sbin}/lockproxy" unit "${unit}")
 string(REPLACE "/etc/lockproxy/" "${etc}/lockproxy/" unit "${unit}")
 file(WRITE "${gen}/lockproxy.service" "${unit}")
-file(INSTALL "${gen}/lockproxy.service" DESTINATION "${prefix}/lib/systemd/system")
+file(INSTALL "${gen}/lockproxy.service" "${LP_SOURCE_DIR}/conf/lockproxy.socket"
+     DESTINATION "${prefix}/lib/systemd/system")
 file(INSTALL "${LP_SOURCE_DIR}/conf/lockproxy.logrotate" DESTINATION "${etc}/logrotate.d"
      RENAME lockproxy)
 

@@ -464,7 +464,28 @@ size_t lease_sweep(lease_table *t, int64_t now_ms, int64_t grace_ms)
     return n;
 }
 
+void lease_each(const lease_table *t, void (*fn)(const lease *l, void *ud), void *ud)
+{
+    if (t == NULL) return;
+    for (size_t i = 0; i < t->count; i++) fn(&t->heap[i]->l, ud);
+}
+
 size_t lease_count(const lease_table *t)
 {
     return t ? t->count : 0;
+}
+
+/* Counts the heap's entries below slot i whose deadline is before now_ms. A slot at or past
+ * now_ms has no ended entry under it (the heap order), so only ended entries and their
+ * direct children are visited. */
+static size_t count_ended(const lease_table *t, size_t i, int64_t now_ms)
+{
+    if (i >= t->count || t->heap[i]->l.deadline_ms >= now_ms) return 0;
+    return 1 + count_ended(t, 2 * i + 1, now_ms) + count_ended(t, 2 * i + 2, now_ms);
+}
+
+size_t lease_count_live(const lease_table *t, int64_t now_ms)
+{
+    if (t == NULL) return 0;
+    return t->count - count_ended(t, 0, now_ms);
 }

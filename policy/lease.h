@@ -73,7 +73,14 @@ size_t lease_drop_conn(lease_table *t, uint64_t conn_id);
  * counts as 0). Returns how many. Cheap when nothing is due: meant for a periodic timer. */
 size_t lease_sweep(lease_table *t, int64_t now_ms, int64_t grace_ms);
 
+/* Calls fn for every lease, in no particular order; fn must not change the table. Accepts
+ * NULL. */
+void lease_each(const lease_table *t, void (*fn)(const lease *l, void *ud), void *ud);
+
 /* Number of leases in the table. Accepts NULL (0). */
 size_t lease_count(const lease_table *t);
+/* Number of live leases (deadline_ms >= now_ms). O(leases that have ended and are still kept,
+ * for their grace period), not O(all). Accepts NULL (0). */
+size_t lease_count_live(const lease_table *t, int64_t now_ms);
 
 #endif

@@ -132,6 +132,8 @@ int lock_op_uses_sha(const lock_op *op);
 int lock_op_noperm(const lock_op *op);
 /* 1 when op sent a script (so a reply that is no error proves the user may run scripts). */
 int lock_op_scripted(const lock_op *op);
+/* 1 when op's rule is in audit mode: what is sent keeps the command's own effect. */
+int lock_op_audit(const lock_op *op);
 /* The protocol the reply arrives in (the one in force when it comes, set by the caller). */
 void lock_op_set_proto(lock_op *op, int proto);
 /* Logs check_unavailable for the connection op came from (Redis refused it scripts). */

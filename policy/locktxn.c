@@ -20,6 +20,7 @@ int lock_op_uses_sha(const lock_op *op) { return op->uses_sha; }
 int lock_op_noperm(const lock_op *op) { return op->noperm; }
 int lock_op_scripted(const lock_op *op) { return op->kind != OP_PERSIST && op->kind != OP_PASS && op->send.len > 0; }
 void lock_op_set_proto(lock_op *op, int proto) { op->proto = proto; }
+int lock_op_audit(const lock_op *op) { return op != NULL && op->audit; }
 
 void lock_op_log_check_unavailable(lock_ctx *ctx, const lock_op *op, const char *client,
                                    const char *name, size_t name_len) {

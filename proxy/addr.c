@@ -98,3 +98,71 @@ void lp_addr_format(const lp_addr *a, char *out, size_t outlen)
     else
         snprintf(out, outlen, "%s:%d", a->host, a->port);
 }
+
+int lp_sentinel_is(const char *s)
+{
+    return strncmp(s, "sentinel://", 11) == 0;
+}
+
+/* Accepts "sentinel://A[,B...]/NAME": each of A, B... a TCP address as lp_addr_parse()
+ * reads it, at most LP_SENTINELS_MAX of them; NAME non-empty, without spaces or control
+ * bytes. On error *sc is zeroed. */
+int lp_sentinel_parse(const char *s, lp_sentinel_cfg *sc, char *err, size_t errlen)
+{
+    memset(sc, 0, sizeof *sc);
+    if (!lp_sentinel_is(s)) return addr_fail(err, errlen, s, "expected sentinel://HOST:PORT[,HOST:PORT...]/MASTER");
+    const char *list = s + 11, *slash = strrchr(list, '/');
+    if (slash == NULL || slash[1] == '\0')
+        return addr_fail(err, errlen, s, "missing master name (expected sentinel://HOST:PORT[,HOST:PORT...]/MASTER)");
+    const char *name = slash + 1;
+    size_t nlen = strlen(name);
+    if (nlen >= sizeof sc->master)
+        return addr_fail(err, errlen, s, "master name longer than %zu bytes", sizeof sc->master - 1);
+    for (size_t i = 0; i < nlen; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch <= ' ' || ch == 0x7f || ch == '/') {
+            memset(sc, 0, sizeof *sc);
+            return addr_fail(err, errlen, s, "bad character in master name");
+        }
+    }
+    memcpy(sc->master, name, nlen + 1);
+    const char *p = list;
+    if (p == slash) {
+        memset(sc, 0, sizeof *sc);
+        return addr_fail(err, errlen, s, "no sentinel address");
+    }
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(slash - p));
+        const char *end = comma ? comma : slash;
+        char one[300], why[400];
+        if ((size_t)(end - p) >= sizeof one) {
+            memset(sc, 0, sizeof *sc);
+            return addr_fail(err, errlen, s, "sentinel address too long");
+        }
+        memcpy(one, p, (size_t)(end - p));
+        one[end - p] = '\0';
+        if (sc->n == LP_SENTINELS_MAX) {
+            memset(sc, 0, sizeof *sc);
+            return addr_fail(err, errlen, s, "more than %d sentinels", LP_SENTINELS_MAX);
+        }
+        if (strncmp(one, "unix:", 5) == 0 || lp_addr_parse(one, &sc->addr[sc->n], why, sizeof why) < 0) {
+            memset(sc, 0, sizeof *sc);
+            return addr_fail(err, errlen, s, "sentinel '%s' is not HOST:PORT", one);
+        }
+        sc->n++;
+        if (comma == NULL) break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+void lp_sentinel_format(const lp_sentinel_cfg *sc, char *out, size_t outlen)
+{
+    size_t n = (size_t)snprintf(out, outlen, "sentinel://");
+    for (int i = 0; i < sc->n && n < outlen; i++) {
+        if (i > 0 && n + 1 < outlen) out[n++] = ',';
+        lp_addr_format(&sc->addr[i], out + n, outlen - n);
+        n += strlen(out + n);
+    }
+    if (n < outlen) snprintf(out + n, outlen - n, "/%s", sc->master);
+}

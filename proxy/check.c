@@ -69,11 +69,11 @@ static int check_log(const lp_config *cfg, FILE *out, FILE *err)
     return 0;
 }
 
-/* The upstream name resolves (an error), and, when ping, Redis answers PING (a warning). */
-static int check_upstream(const lp_config *cfg, int ping, FILE *out, FILE *err)
+/* The upstream's address a (the Redis, or one of its sentinels) resolves (an error), and,
+ * when ping, answers PING (a warning). */
+static int check_addr(const lp_config *cfg, const lp_addr *a, int ping, FILE *out, FILE *err)
 {
     char at[600], addr[300];
-    const lp_addr *a = &cfg->upstream;
     lp_addr_format(a, addr, sizeof addr);
     const char *w = where(cfg, cfg->upstream_line, at, sizeof at);
     if (!a->is_unix) {
@@ -110,6 +110,16 @@ static int check_upstream(const lp_config *cfg, int ping, FILE *out, FILE *err)
     if (why[0]) fprintf(err, "%swarning: upstream: %s does not answer PING (%s): clients get errors until it does\n", w, addr, why);
     else fprintf(out, "upstream %s: answers PING\n", addr);
     return 0;
+}
+
+/* The upstream, or with sentinel:// every sentinel named. */
+static int check_upstream(const lp_config *cfg, int ping, FILE *out, FILE *err)
+{
+    if (cfg->sentinel.n == 0) return check_addr(cfg, &cfg->upstream, ping, out, err);
+    int rc = 0;
+    for (int i = 0; i < cfg->sentinel.n; i++)
+        rc |= check_addr(cfg, &cfg->sentinel.addr[i], ping, out, err);
+    return rc;
 }
 
 int lp_check_run(const lp_config *cfg, FILE *out, FILE *err)

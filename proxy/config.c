@@ -86,6 +86,7 @@ static const directive directives[] = {
     {"upstream", D_ADDR, F(upstream), 0, 0, NULL},
     {"policy", D_PATH, F(policy_file), 0, 0, NULL},
     {"log", D_PATH, F(log_file), 0, 0, NULL},
+    {"admin", D_ADDR, F(admin), 0, 0, NULL},
     {"maxclients", D_INT, F(maxclients), 1, INT_MAX, "1"},
     /* Redis's own lower bounds for these two. */
     {"proto-max-bulk-len", D_MEM, F(proto_max_bulk_len), 1LL << 20, LLONG_MAX, "1mb"},
@@ -173,9 +174,26 @@ static int set_directive(lp_config *c, const directive *d, const char *const *ar
         return set_name(c, v, msg, msglen);
     case D_ADDR: {
         lp_addr a;
+        int up = d->off == offsetof(lp_config, upstream);
+        if (up && lp_sentinel_is(v)) {
+            lp_sentinel_cfg sc;
+            if (lp_sentinel_parse(v, &sc, msg, msglen) < 0) return -1;
+            c->sentinel = sc;
+            memset(&c->upstream, 0, sizeof c->upstream);
+            c->upstream_set = 1;
+            return 0;
+        }
         if (lp_addr_parse(v, &a, msg, msglen) < 0) return -1;
+        if (d->off == offsetof(lp_config, admin) && a.is_unix) {
+            snprintf(msg, msglen, "'%s': a unix socket is not supported here (expected HOST:PORT)", v);
+            return -1;
+        }
         *(lp_addr *)field = a;
-        if (d->off == offsetof(lp_config, upstream)) c->upstream_set = 1;
+        if (up) {
+            c->upstream_set = 1;
+            c->sentinel.n = 0;
+        }
+        if (d->off == offsetof(lp_config, admin)) c->admin_set = 1;
         return 0;
     }
     case D_PATH: {
@@ -367,6 +385,7 @@ static const struct flag {
     {"--upstream", A_SET, "upstream"},
     {"--policy", A_SET, "policy"},
     {"--log", A_SET, "log"},
+    {"--admin", A_SET, "admin"},
     {"--check", A_CHECK, NULL},
     {"--version", A_VERSION, NULL},
     {"-v", A_VERSION, NULL},
@@ -442,8 +461,13 @@ void lp_config_print(const lp_config *c, FILE *out)
     char a[300];
     lp_addr_format(&c->listen, a, sizeof a);
     fprintf(out, "listen %s\n", a);
-    lp_addr_format(&c->upstream, a, sizeof a);
+    if (c->sentinel.n > 0) lp_sentinel_format(&c->sentinel, a, sizeof a);
+    else lp_addr_format(&c->upstream, a, sizeof a);
     fprintf(out, "upstream %s\n", a);
+    if (c->admin_set) {
+        lp_addr_format(&c->admin, a, sizeof a);
+        fprintf(out, "admin %s\n", a);
+    }
     fputs("instance-name ", out);
     lp_tok_write(out, c->instance_name, strlen(c->instance_name));
     fputc('\n', out);
@@ -463,7 +487,7 @@ const char *lp_config_usage(void)
 {
     return
         "Usage: lockproxy [-c FILE] [--listen ADDR] [--upstream ADDR] [--policy FILE]\n"
-        "                 [--log FILE|-] [--check] [--version] [--help]\n"
+        "                 [--log FILE|-] [--admin ADDR] [--check] [--version] [--help]\n"
         "       lockproxy report [--since DUR] [--json] LOG...\n"
         "\n"
         "  -c FILE           read the configuration file FILE first (redis.conf style)\n"
@@ -471,6 +495,7 @@ const char *lp_config_usage(void)
         "  --upstream ADDR   forward to the redis-server at ADDR (default 127.0.0.1:6379)\n"
         "  --policy FILE     read the lock rules from FILE (default none: pass through)\n"
         "  --log FILE|-      write the audit log (JSON Lines) to FILE; - is stderr (default)\n"
+        "  --admin ADDR      serve GET /metrics and /health over HTTP on ADDR (default off)\n"
         "  --check           validate configuration and policy, print the rules, check that\n"
         "                    the log opens and the upstream resolves; exit 0 or 1\n"
         "  --version, -v     print the version and exit\n"
@@ -478,8 +503,9 @@ const char *lp_config_usage(void)
         "  report            count the events of audit logs (plain or .gz): by rule, key and\n"
         "                    client IP, hold times, refused releases, advice; --json\n"
         "\n"
-        "ADDR is HOST:PORT, [IPv6]:PORT or unix:/path. Flags override the file and may\n"
-        "also be written --flag=VALUE.\n"
+        "ADDR is HOST:PORT, [IPv6]:PORT or unix:/path; the upstream may also be\n"
+        "sentinel://HOST:PORT[,HOST:PORT...]/MASTER (the master Redis Sentinel names).\n"
+        "Flags override the file and may also be written --flag=VALUE.\n"
         "\n"
         "Config directives (relative paths are taken from the file's directory):\n"
         "  listen ADDR, upstream ADDR, policy FILE, log FILE|-, maxclients N,\n"

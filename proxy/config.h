@@ -11,6 +11,9 @@ typedef struct lp_config {
     lp_addr listen;                 /* default 127.0.0.1:6380 */
     lp_addr upstream;               /* default 127.0.0.1:6379 */
     int upstream_set;               /* 1 when the file or a flag named an upstream */
+    lp_sentinel_cfg sentinel;       /* upstream sentinel://...: n > 0, and upstream is unused */
+    lp_addr admin;                  /* the admin listener (HTTP: /metrics, /health) */
+    int admin_set;                  /* 0: no admin listener (the default) */
     char *policy_file;              /* NULL: no lock rules, pure pass-through */
     char *log_file;                 /* NULL: "-" (stderr) */
     int maxclients;                 /* default 10000, as Redis */

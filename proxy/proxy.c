@@ -13,6 +13,8 @@
 #include "proxy/upconn.h"
 #include "proxy/renew.h"
 #include "proxy/resolve.h"
+#include "proxy/sentinel.h"
+#include "proxy/admin.h"
 
 void lp_logf(const char *fmt, ...) {
     char line[512];
@@ -29,12 +31,15 @@ int64_t lp_wall_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Audit events from policy/lock.c: rate-limited, formatted, queued for the writer. */
+/* Audit events from policy/lock.c: counted (those the limiter suppresses too), rate-limited,
+ * formatted, queued for the writer. */
 static void audit_sink(void *ud, const audit_event *e) {
     proxy *px = ud;
     uint64_t suppressed = 0;
     if (px->audit == NULL) return;
-    if (!audit_limiter_check(px->limiter, e, (int64_t)uv_now(px->loop), &suppressed)) return;
+    int logged = audit_limiter_check(px->limiter, e, (int64_t)uv_now(px->loop), &suppressed);
+    lp_metrics_audit(&px->m, e->rule, e->rule_len, e->event, !logged);
+    if (!logged) return;
     char line[4096];
     size_t n = audit_format(e, lp_wall_ms(), suppressed, line, sizeof(line));
     if (n > 0) lp_auditlog_write(px->audit, line, n);
@@ -73,6 +78,7 @@ static void on_connection(uv_stream_t *server, int status) {
     if (rc == 0) return;
     uint64_t now = uv_now(px->loop);
     px->accept_errors++;
+    px->m.refused_accept++;
     if (now - px->last_emfile_log >= 1000) {
         lp_logf("accept failed: %s (%llu so far)", uv_strerror(rc), (unsigned long long)px->accept_errors);
         px->last_emfile_log = now;
@@ -178,12 +184,16 @@ void proxy_drained(proxy *px) {
     uv_unref((uv_handle_t *)&px->sig_int);
     uv_unref((uv_handle_t *)&px->sig_hup);
     close_quietly((uv_handle_t *)&px->drain_timer);
+    close_quietly((uv_handle_t *)&px->grace_timer);
     close_quietly((uv_handle_t *)&px->sweep_timer);
+    lp_sentinel_close(px->sentinel);
+    px->sentinel = NULL;
     px->auth_probe_done = 1;
     px->auth_probe_again = 0;
     probe_reap(px);
     lp_renewer_close(px->renewer);
     px->renewer = NULL;
+    lp_admin_stop_loop(px->admin);
 }
 
 static void drain_timeout(uv_timer_t *t) {
@@ -193,18 +203,9 @@ static void drain_timeout(uv_timer_t *t) {
     proxy_drained(px);
 }
 
-/* SIGTERM/SIGINT: stop accepting, let the replies in flight reach their clients, exit. */
-static void on_stop_signal(uv_signal_t *sig, int signum) {
-    proxy *px = sig->data;
-    if (px->draining) return;
-    px->draining = 1;
-    lp_logf("%s: draining %d connection(s)", signum == SIGINT ? "SIGINT" : "SIGTERM", px->nclients);
-    if (px->listening) {
-        close_quietly((uv_handle_t *)&px->listener);
-        px->listening = 0;
-        if (px->cfg->listen.is_unix) unlink(px->cfg->listen.path);
-    }
-    uv_timer_start(&px->drain_timer, drain_timeout, (uint64_t)px->cfg->shutdown_timeout_ms, 0);
+/* After the grace period every session stops reading and closes once its replies are out. */
+static void grace_over(uv_timer_t *t) {
+    proxy *px = t->data;
     session *s = px->sessions;
     while (s) {
         session *next = lp_session_next(s);
@@ -212,6 +213,32 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
         s = next;
     }
     if (px->sessions == NULL) proxy_drained(px);
+}
+
+/* How long sessions already accepted go on as usual after SIGTERM: a client that connected
+ * just before it gets the answer to the request it sent right after connecting. */
+#define DRAIN_GRACE_MS 500
+
+/* SIGTERM/SIGINT: stop accepting (under socket activation new connections wait in the
+ * kernel's backlog for the next process), serve the sessions already accepted for a short
+ * grace period, then let the replies in flight reach their clients and exit;
+ * shutdown-timeout bounds the whole. */
+static void on_stop_signal(uv_signal_t *sig, int signum) {
+    proxy *px = sig->data;
+    if (px->draining) return;
+    px->draining = 1;
+    lp_logf("%s: draining %d connection(s)", signum == SIGINT ? "SIGINT" : "SIGTERM", px->nclients);
+    lp_admin_drain(px->admin);
+    if (px->listening) {
+        close_quietly((uv_handle_t *)&px->listener);
+        px->listening = 0;
+        if (px->cfg->listen.is_unix && !px->activated) unlink(px->cfg->listen.path);
+    }
+    uv_timer_start(&px->drain_timer, drain_timeout, (uint64_t)px->cfg->shutdown_timeout_ms, 0);
+    if (px->sessions == NULL) { proxy_drained(px); return; }
+    long long grace = px->cfg->shutdown_timeout_ms / 2;
+    if (grace > DRAIN_GRACE_MS) grace = DRAIN_GRACE_MS;
+    uv_timer_start(&px->grace_timer, grace_over, (uint64_t)grace, 0);
 }
 
 static void on_hup(uv_signal_t *sig, int signum) {
@@ -233,10 +260,64 @@ static void on_hup(uv_signal_t *sig, int signum) {
     lp_logf("SIGHUP: policy reloaded from %s (%zu rules)", path, policy_count(p));
 }
 
+/* Socket activation: systemd passes listening sockets from fd 3 on, with LISTEN_FDS (how
+ * many) and LISTEN_PID (this process). Returns the first such fd, or -1 when none was
+ * passed to this process. The variables are removed so that no child inherits them. */
+static int activated_fd(void) {
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (pid == NULL || fds == NULL) return -1;
+    char *end;
+    long p = strtol(pid, &end, 10);
+    if (*end != '\0' || p != (long)getpid()) return -1;
+    long n = strtol(fds, &end, 10);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (*end != '\0' || n < 1) return -1;
+    if (n > 1) lp_logf("socket activation: %ld sockets passed; fd 3 is the listener, the others are unused", n);
+    return 3;
+}
+
+/* Takes the listener from systemd. Returns 0 (with *taken 1), 0 with *taken 0 when no socket
+ * was passed, or -1 with a message. */
+static int take_activated(proxy *px, int *taken, char *err, size_t errlen) {
+    *taken = 0;
+    int fd = activated_fd();
+    if (fd < 0) return 0;
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof(sa);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening ||
+        getsockname(fd, (struct sockaddr *)&sa, &salen) < 0) {
+        snprintf(err, errlen, "socket activation: fd %d is not a listening socket", fd);
+        return -1;
+    }
+    int rc;
+    if (sa.ss_family == AF_UNIX) {
+        uv_pipe_init(px->loop, &px->listener.pipe, 0);
+        rc = uv_pipe_open(&px->listener.pipe, fd);
+    } else {
+        uv_tcp_init(px->loop, &px->listener.tcp);
+        rc = uv_tcp_open(&px->listener.tcp, fd);
+    }
+    px->listening = 1;
+    if (rc < 0) {
+        snprintf(err, errlen, "socket activation: fd %d: %s", fd, uv_strerror(rc));
+        return -1;
+    }
+    px->activated = 1;
+    *taken = 1;
+    return 0;
+}
+
 static int start_listener(proxy *px, char *err, size_t errlen) {
     const lp_addr *a = &px->cfg->listen;
-    int rc;
-    if (a->is_unix) {
+    int rc, taken;
+    if (take_activated(px, &taken, err, errlen) < 0) return -1;
+    if (taken) {
+        rc = 0;
+    } else if (a->is_unix) {
         uv_pipe_init(px->loop, &px->listener.pipe, 0);
         unlink(a->path);
         rc = uv_pipe_bind(&px->listener.pipe, a->path);
@@ -299,7 +380,8 @@ int proxy_run(const lp_config *cfg) {
     px.lock.script_once = px.policy ? audit_once_new(100000, 3600 * 1000) : NULL;
     px.lock.log = audit_sink;
     px.lock.log_ud = &px;
-    if (lp_upstream_resolve_now(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0) {
+    if (lp_upstream_resolve_now(&px, err, sizeof(err)) < 0 || start_listener(&px, err, sizeof(err)) < 0 ||
+        (cfg->admin_set && (px.admin = lp_admin_start(&px, err, sizeof(err))) == NULL)) {
         fprintf(stderr, "lockproxy: %s\n", err);
         policy_free(px.policy);
         lease_table_free(px.leases);
@@ -309,6 +391,7 @@ int proxy_run(const lp_config *cfg) {
         audit_limiter_free(px.limiter);
         if (px.audit) lp_auditlog_close(px.audit);
         if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
+        lp_sentinel_close(px.sentinel);
         uv_run(px.loop, UV_RUN_DEFAULT);
         uv_loop_close(px.loop);
         return 1;
@@ -317,11 +400,13 @@ int proxy_run(const lp_config *cfg) {
     uv_signal_init(px.loop, &px.sig_int);
     uv_signal_init(px.loop, &px.sig_hup);
     uv_timer_init(px.loop, &px.drain_timer);
-    px.sig_term.data = px.sig_int.data = px.sig_hup.data = px.drain_timer.data = &px;
+    uv_timer_init(px.loop, &px.grace_timer);
+    px.sig_term.data = px.sig_int.data = px.sig_hup.data = px.drain_timer.data = px.grace_timer.data = &px;
     uv_signal_start(&px.sig_term, on_stop_signal, SIGTERM);
     uv_signal_start(&px.sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&px.sig_hup, on_hup, SIGHUP);
     uv_unref((uv_handle_t *)&px.drain_timer);
+    uv_unref((uv_handle_t *)&px.grace_timer);
     uv_timer_init(px.loop, &px.sweep_timer);
     px.sweep_timer.data = &px;
     uv_timer_start(&px.sweep_timer, sweep_cb, 1000, 1000);
@@ -335,8 +420,14 @@ int proxy_run(const lp_config *cfg) {
 
     char l[300], u[300];
     lp_addr_format(&cfg->listen, l, sizeof(l));
-    lp_addr_format(&cfg->upstream, u, sizeof(u));
+    if (px.activated) snprintf(l, sizeof(l), "fd 3 from systemd");
+    if (cfg->sentinel.n > 0) lp_sentinel_format(&cfg->sentinel, u, sizeof(u));
+    else lp_addr_format(&cfg->upstream, u, sizeof(u));
     lp_logf("listening on %s, upstream %s, %zu lock rule(s)", l, u, px.policy ? policy_count(px.policy) : (size_t)0);
+    if (px.admin) {
+        lp_addr_format(&cfg->admin, l, sizeof(l));
+        lp_logf("admin listener on http://%s (/metrics, /health)", l);
+    }
 
     uv_run(px.loop, UV_RUN_DEFAULT);
     /* Every session has gone, so no event comes after this: the counts the rate limiter
@@ -356,6 +447,8 @@ int proxy_run(const lp_config *cfg) {
     signal(SIGHUP, SIG_IGN);
     uv_run(px.loop, UV_RUN_DEFAULT);
     uv_loop_close(px.loop);
+    lp_admin_free(px.admin);
+    lp_metrics_free(&px.m);
     policy_free(px.policy);
     lease_table_free(px.leases);
     audit_once_free(px.lock.script_once);

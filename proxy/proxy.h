@@ -22,6 +22,7 @@
 #include "policy/lock.h"
 #include "proxy/auditlog.h"
 #include "proxy/pairing.h"
+#include "proxy/metrics.h"
 
 typedef struct session session;
 
@@ -61,6 +62,11 @@ typedef struct proxy {
     int draining;
     uint64_t accept_errors;
     uint64_t last_emfile_log;
+    struct lp_sentinel *sentinel;          /* upstream sentinel://: follows the master */
+    int activated;                         /* the listener came from systemd (LISTEN_FDS) */
+    uv_timer_t grace_timer;                /* SIGTERM: sessions run on this long, then drain */
+    lp_metrics m;                          /* counters, loop thread only (proxy/metrics.h) */
+    struct lp_admin *admin;                /* the admin listener, or NULL */
 } proxy;
 
 /* Runs the proxy until SIGTERM/SIGINT drain it. Returns the process exit status. */
@@ -71,6 +77,10 @@ int session_start(proxy *px);          /* accept one pending client */
 void session_drain(session *s);        /* stop reading; close once replies are flushed */
 void session_close(session *s);        /* close now */
 session *lp_session_next(session *s);
+/* The upstream moved to another master: the session's upstream connection goes (requests
+ * still owed are answered with the upstream-unavailable error, then the client connection
+ * closes, so the client reconnects, to the new master). */
+void session_upstream_switched(session *s);
 /* Asks Redis, on a fresh connection of the proxy's own that sends a bare HELLO (answered
  * -NOAUTH exactly when a new client must authenticate), whether clients must authenticate,
  * and sets px->auth_state from the answer. Called at start and after a CONFIG SET requirepass,

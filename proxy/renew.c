@@ -157,12 +157,15 @@ static void batch_reply(lp_upconn *c, const redisReply *r, void *ud) {
         rn->in_flight--;
         if (rn->closing) { free(e); continue; }
         if (!ok) {
+            rn->px->m.renew_failed++;
             e->next_ms = now + TICK_MS;   /* no answer: try again soon */
             heap_push(rn, e);
         } else if (r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1) {
+            rn->px->m.renew_ok++;
             e->next_ms = now + (e->ttl_ms / 3 > 0 ? e->ttl_ms / 3 : 1);
             heap_push(rn, e);
         } else {
+            rn->px->m.renew_lost++;
             free(e);   /* the lease is no longer this acquire's */
         }
     }
@@ -282,6 +285,13 @@ static void timer_closed(uv_handle_t *h) {
     while (rn->n > 0) free(heap_pop(rn));
     free(rn->heap);
     free(rn);
+}
+
+void lp_renewer_reconnect(lp_renewer *rn) {
+    if (rn == NULL || rn->closing) return;
+    lp_upconn *up = rn->up;
+    rn->up = NULL;
+    lp_upconn_close(up);
 }
 
 void lp_renewer_close(lp_renewer *rn) {

@@ -20,6 +20,9 @@ lp_renewer *lp_renewer_new(struct proxy *px);
 void lp_renewer_add(void *ud, const lock_renewal *r);
 /* Locks being renewed (scheduled or in flight). */
 size_t lp_renewer_count(const lp_renewer *rn);
+/* Drops the renewal connection (the renewals in flight are tried again at the next tick,
+ * on a new connection to px->upstream_sa): after the upstream moved to a new master. */
+void lp_renewer_reconnect(lp_renewer *rn);
 /* Stops the timer and the connection; the memory goes once libuv has closed them. */
 void lp_renewer_close(lp_renewer *rn);
 

@@ -164,6 +164,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
         if (st == RESP_ERROR) {
             lp_logf("closing client=%s: upstream sent bytes that are not RESP (%s)", s->peer,
                     s->rep.errstr ? s->rep.errstr : "?");
+            s->px->m.up_err_protocol++;
             sess_emit(s, &s->to_client, b, start, off - start);
             s->up_state = UP_GONE;
             sess_client_to(s, CL_FLUSH_CLOSE);
@@ -207,6 +208,8 @@ void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     session *s = st->data;
     if (nread == 0) return;
     if (nread < 0) {
+        /* Redis closing after a QUIT, or the client's own half-close, owes nothing. */
+        if (nread != UV_EOF || (s->pg.qlen > 0 && !s->pg.raw)) s->px->m.up_err_closed++;
         sess_upstream_lost(s, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
         uv_read_stop(st);
         s->up_reading = 0;
@@ -216,10 +219,16 @@ void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     }
     size_t off = s->rin->len;
     s->rin->len += (size_t)nread;
+    s->px->m.up_in += (uint64_t)nread;
     process_upstream_input(s, off, (size_t)nread);
     /* A rewritten command held the requests behind it: go on with them. */
     if (!s->hold && !s->closing && s->in != NULL && s->in_start < s->in->len && s->client_state == CL_READING)
         sess_process_client_input(s);
+    /* The batch's last reply is out (to the client's write queue): its latency. */
+    if (s->lat_busy && (s->pg.qlen == 0 || s->pg.raw)) {
+        if (!s->lat_skip && !s->pg.raw) lp_hist_observe(&s->px->m.request_lat, uv_hrtime() - s->lat_t0);
+        s->lat_busy = 0;
+    }
     if (s->eof_seen && !s->hold && !s->closing && s->client_state < CL_STOPPED) sess_client_eof(s);
     /* Writes hold what they need; an idle session keeps no read block. */
     lp_block_unref(s->rin);

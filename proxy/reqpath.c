@@ -108,6 +108,11 @@ static int lock_request(session *s, const resp_command *cmd, lp_block *b, size_t
     lock_client_of(s, cmd, &c);
     lock_op *op = NULL;
     lock_action act = lock_decide(&px->lock, &c, r->argc, r->argv, b->data + pos, framelen, &op);
+    /* Rewritten: sent as a script of the proxy's in enforce mode; forwarded: with its own
+     * effect (as sent, or in audit mode inside a script that only records the lease). */
+    if (act == LOCK_LOCAL) px->m.lock_refused++;
+    else if (act == LOCK_SEND && lock_op_send(op)->len > 0 && !lock_op_audit(op)) px->m.lock_rewritten++;
+    else px->m.lock_forwarded++;
     if (s->pg.in_multi) lock_txn_note(&s->txn, cmd, r->argc, r->argv);
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
     int silent = pairing_silent(&s->pg);
@@ -193,6 +198,8 @@ void sess_process_client_input(session *s) {
         }
         /* The command is named once per frame: pairing and policy switch on its id. */
         const resp_command *cmd = s->req.argc > 0 ? resp_command_lookup(&s->req.argv[0]) : NULL;
+        s->px->m.requests++;
+        if (cmd != NULL && (cmd->flags & (CMDF_BLOCKING | CMDF_BLOCKING_MAYBE))) s->lat_skip = 1;
         if (s->up_state == UP_FAILED) {
             if (s->req.argc > 0) {
                 char line[160];
@@ -268,8 +275,15 @@ void sess_client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     s->in->len += (size_t)nread;
+    s->px->m.client_in += (uint64_t)nread;
+    /* Request latency: a batch starts with a read that finds no reply due. */
+    if (!s->lat_busy) {
+        s->lat_t0 = uv_hrtime();
+        s->lat_skip = 0;
+    }
     sess_process_client_input(s);
     if (s->closing) return;
+    if (s->pg.qlen > 0 && !s->pg.raw) s->lat_busy = 1;
     sess_arm_upstream_timer(s, 0);
     sess_flush(s);
     sess_maybe_finish(s);

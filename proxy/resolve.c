@@ -1,6 +1,7 @@
 /* The upstream's address. See proxy/resolve.h. */
 #include "proxy/resolve.h"
 #include "proxy/proxy.h"
+#include "proxy/sentinel.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -24,6 +25,13 @@ static int is_numeric(const char *host)
 int lp_upstream_resolve_now(proxy *px, char *err, size_t errlen)
 {
     const lp_addr *a = &px->cfg->upstream;
+    if (px->cfg->sentinel.n > 0) {
+        /* The master's address comes from Redis Sentinel, which keeps upstream_sa. */
+        px->sentinel = lp_sentinel_new(px, err, errlen);
+        if (px->sentinel == NULL) return -1;
+        lp_sentinel_wait_master(px->sentinel);
+        return 0;
+    }
     if (a->is_unix) return 0;
     struct addrinfo hints, *res = NULL;
     char port[16], shown[300];

@@ -17,7 +17,8 @@ typedef void (*lp_resolve_cb)(void *ud, int status, const struct sockaddr *sa);
 
 /* Resolves the upstream at start, synchronously (getaddrinfo), into px->upstream_sa, and
  * notes whether it is a name to look up again. Returns 0, or -1 with "upstream: HOST:PORT:
- * reason" in err. Nothing to do for a unix socket. */
+ * reason" in err. Nothing to do for a unix socket. For a sentinel:// upstream it starts the
+ * Sentinel client instead (px->sentinel), which keeps upstream_sa on the master. */
 int lp_upstream_resolve_now(struct proxy *px, char *err, size_t errlen);
 
 /* Starts looking the upstream name up for one connection; cb runs later from the loop,

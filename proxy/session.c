@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include "proxy/session.h"
 #include "proxy/resolve.h"
+#include "proxy/sentinel.h"
 
 /* upstream-timeout: the upstream must say something within the limit while a request that
  * does not block waits at the head of the queue. */
@@ -16,6 +17,7 @@ static void upstream_timeout_cb(uv_timer_t *t) {
     if (s->closing || !sess_up_open(s)) return;
     lp_logf("upstream silent for %lld ms with a request pending, client=%s: closing",
             s->px->cfg->upstream_timeout_ms, s->peer);
+    s->px->m.up_err_timeout++;
     sess_upstream_lost(s, "upstream timeout");
     uv_read_stop(&s->up.stream);
     s->up_reading = 0;
@@ -89,12 +91,14 @@ static void connect_failed(session *s, const char *why) {
     proxy *px = s->px;
     uint64_t now = uv_now(px->loop);
     px->connect_failures++;
+    px->m.up_err_connect++;
     if (now - px->last_connect_log >= 1000) {
         lp_logf("upstream connect failed for client=%s: %s (%llu failures so far)", s->peer, why,
                 (unsigned long long)px->connect_failures);
         px->last_connect_log = now;
     }
     s->up_state = UP_FAILED;
+    if (px->sentinel != NULL) lp_sentinel_upstream_failed(px->sentinel);
     /* Answer what the client sends with an error line, then close; a client that sends
      * nothing is closed after connect-timeout. */
     uv_timer_start(&s->timer, idle_close_cb, (uint64_t)s->px->cfg->connect_timeout_ms, 0);
@@ -110,6 +114,7 @@ static void connect_cb(uv_connect_t *req, int status) {
         return;
     }
     s->up_state = UP_CONNECTED;
+    lp_hist_observe(&s->px->m.connect_lat, uv_hrtime() - s->lat_t0);
     if (s->up.handle.type == UV_TCP) uv_tcp_nodelay(&s->up.tcp, 1);
     sess_update_reading(s);
 }
@@ -199,7 +204,8 @@ int session_start(proxy *px) {
     s->conn_id = ++px->next_conn_id;
     pairing_init(&s->pg, px->auth_state == LP_AUTH_NOT_REQUIRED);
     resp_reply_init(&s->rep);
-    if (c->listen.is_unix) uv_pipe_init(px->loop, &s->client.pipe, 0);
+    int unix_client = px->listener.stream.type == UV_NAMED_PIPE;   /* the listener may come from systemd */
+    if (unix_client) uv_pipe_init(px->loop, &s->client.pipe, 0);
     else uv_tcp_init(px->loop, &s->client.tcp);
     if (c->upstream.is_unix) uv_pipe_init(px->loop, &s->up.pipe, 0);
     else uv_tcp_init(px->loop, &s->up.tcp);
@@ -217,13 +223,15 @@ int session_start(proxy *px) {
         session_close(s);
         return rc;
     }
+    px->m.accepted++;
     format_peer(s);
     const char *colon = strrchr(s->peer, ':');
     s->ip_len = colon ? (size_t)(colon - s->peer) : strlen(s->peer);
-    if (!c->listen.is_unix) uv_tcp_nodelay(&s->client.tcp, 1);
+    if (!unix_client) uv_tcp_nodelay(&s->client.tcp, 1);
 
     if (px->nclients > c->maxclients) {
         static const char full[] = "-ERR max number of clients reached\r\n";
+        px->m.refused_maxclients++;
         lp_block *e = lp_block_copy(full, sizeof(full) - 1);
         sess_emit(s, &s->to_client, e, 0, e->len);
         lp_block_unref(e);
@@ -235,6 +243,7 @@ int session_start(proxy *px) {
     }
 
     s->connect_req.data = s;
+    s->lat_t0 = uv_hrtime();
     if (c->upstream.is_unix) {
         uv_pipe_connect(&s->connect_req, &s->up.pipe, c->upstream.path, connect_cb);
     } else if (px->upstream_by_name) {
@@ -249,3 +258,14 @@ int session_start(proxy *px) {
 }
 
 session *lp_session_next(session *s) { return s->next; }
+
+void session_upstream_switched(session *s) {
+    if (s->closing) return;
+    if (s->up_state == UP_CONNECTING) { session_close(s); return; }
+    if (!sess_up_open(s)) return;
+    sess_upstream_lost(s, "master switched");
+    uv_read_stop(&s->up.stream);
+    s->up_reading = 0;
+    sess_flush(s);
+    sess_maybe_finish(s);
+}

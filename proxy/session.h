@@ -127,6 +127,13 @@ struct session {
     resp_reply rep;
     int rep_mid;                  /* inside a reply frame */
 
+    /* metrics (uv_hrtime): while UP_CONNECTING, when the connect started (the client is not
+     * read until it is done); then the start of the batch of requests in progress, from the
+     * read that found no reply due to the moment none is due again */
+    uint64_t lat_t0;
+    unsigned lat_busy : 1;        /* replies are due: lat_t0 is the batch's start */
+    unsigned lat_skip : 1;        /* the batch holds a command that may block: not observed */
+
     /* output being collected during one event, and writes in flight */
     lp_out to_up, to_client;
     int up_writes, client_writes;

@@ -30,7 +30,14 @@ struct lp_upconn {
     size_t npending;
     char *unsent;                /* bytes queued before the connection was up */
     size_t unsent_len;
+    lp_upconn_cb on_message;     /* pub/sub messages, when set */
+    void *message_ud;
 };
+
+static int is_message(const redisReply *r) {
+    return r->type == REDIS_REPLY_ARRAY && r->elements >= 3 && r->element[0]->type == REDIS_REPLY_STRING &&
+           r->element[0]->len == 7 && memcmp(r->element[0]->str, "message", 7) == 0;
+}
 
 static void handle_closed(uv_handle_t *h) {
     lp_upconn *c = h->data;
@@ -105,6 +112,12 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
         void *rep = NULL;
         if (redisReaderGetReply(c->reader, &rep) != REDIS_OK) { fail_all(c); return; }
         if (rep == NULL) break;
+        if (c->on_message != NULL && is_message(rep)) {
+            c->on_message(c, rep, c->message_ud);
+            freeReplyObject(rep);
+            if (c->dead) return;
+            continue;
+        }
         upcmd *k = c->head;
         if (k == NULL) {   /* a reply nobody asked for: this is not the Redis we think */
             freeReplyObject(rep);
@@ -181,6 +194,12 @@ int lp_upconn_send(lp_upconn *c, const char *bytes, size_t len, lp_upconn_cb cb,
     c->npending++;
     arm_timer(c);
     return 0;
+}
+
+void lp_upconn_on_message(lp_upconn *c, lp_upconn_cb cb, void *ud) {
+    if (c == NULL) return;
+    c->on_message = cb;
+    c->message_ud = ud;
 }
 
 int lp_upconn_alive(const lp_upconn *c) { return c != NULL && !c->dead; }

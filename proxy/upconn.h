@@ -28,6 +28,10 @@ lp_upconn *lp_upconn_open(uv_loop_t *loop, const lp_addr *addr, const struct soc
                           int timeout_ms);
 /* Queues one command. Returns 0, or -1 when the connection is dead (cb is not called). */
 int lp_upconn_send(lp_upconn *c, const char *bytes, size_t len, lp_upconn_cb cb, void *ud);
+/* Pub/sub: once set, a reply that is an array whose first element is "message" (what a
+ * SUBSCRIBE'd RESP2 connection receives) goes to cb instead of answering a command; the
+ * SUBSCRIBE itself, and a PING sent while subscribed, are answered as commands. */
+void lp_upconn_on_message(lp_upconn *c, lp_upconn_cb cb, void *ud);
 /* 1 while the connection can still carry commands. */
 int lp_upconn_alive(const lp_upconn *c);
 /* Commands sent and not yet answered. */

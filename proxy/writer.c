@@ -51,6 +51,8 @@ static int write_out(session *s, lp_out *o, uv_stream_t *dst, int *count) {
     lp_wreq *w = lp_out_take(o);
     if (w == NULL) return 0;
     if (s->closing) { lp_wreq_free(w); return 0; }
+    if (dst == &s->client.stream) s->px->m.client_out += w->bytes;
+    else s->px->m.up_out += w->bytes;
     int first = 0;
     int n = uv_try_write(dst, w->bufs, (unsigned)w->n);
     if (n < 0 && n != UV_EAGAIN) {

@@ -102,6 +102,24 @@ END {
     row("RSS per idle connection, " meta["idle_conns"] " held (KiB)", "rss_kib_per_conn", 2)
     print "" > md
 
+    if (("lockproxy+admin" SUBSEP "set_p1_rps") in runs) {
+        print "Admin listener: a second lockproxy with `admin` on, `GET /metrics` scraped once a second " \
+            "while it runs (" meta["admin_scrapes"] " scrapes in all), measured right after the plain " \
+            "lockproxy in each round (medians; CPU includes the HTTP thread):" > md
+        print "" > md
+        print "| | lockproxy | lockproxy + admin scraped every second | admin / plain |" > md
+        print "|---|--:|--:|--:|" > md
+        for (i = 1; i <= 4; i++) {
+            pa = med("lockproxy", wl[i] "_rps"); pb = med("lockproxy+admin", wl[i] "_rps")
+            print "| " wname[wl[i]] ", " meta["clients"] " clients (req/s) | " f(pa, 0) " | " f(pb, 0) " | " fx(ratio(pb, pa)) " |" > md
+        }
+        for (i = 1; i <= 4; i++) {
+            pa = med("lockproxy", wl[i] "_cpu_us"); pb = med("lockproxy+admin", wl[i] "_cpu_us")
+            print "| proxy CPU per request, " wname[wl[i]] " (µs) | " f(pa, 2) " | " f(pb, 2) " | " fx(ratio(pb, pa)) " |" > md
+        }
+        print "" > md
+    }
+
     print "Lock workload: " meta["clients"] " clients on " meta["lock_keys"] " lock keys for " meta["lock_seconds"] \
         " s per run; completed acquire/release cycles per second (medians):" > md
     print "" > md
@@ -201,24 +219,26 @@ END {
         print "    " jstr(mkeys[i]) ": " (isnum(meta[mkeys[i]]) ? meta[mkeys[i]] : jstr(meta[mkeys[i]])) \
             (i < nmeta ? "," : "") > json
     print "  }," > json
+    njt = split("direct lockproxy twemproxy haproxy", jt, " ")
+    if (("lockproxy+admin" SUBSEP "set_p1_rps") in runs) jt[++njt] = "lockproxy+admin"
     for (pass = 1; pass <= 2; pass++) {
         print "  \"" (pass == 1 ? "runs" : "median") "\": {" > json
-        for (i = 1; i <= ntargets; i++) {
-            print "    " jstr(tg[i]) ": {" > json
+        for (i = 1; i <= njt; i++) {
+            print "    " jstr(jt[i]) ": {" > json
             c = 0
-            for (j = 1; j <= nmetrics; j++) if ((tg[i] SUBSEP morder[j]) in runs) last = j
+            for (j = 1; j <= nmetrics; j++) if ((jt[i] SUBSEP morder[j]) in runs) last = j
             for (j = 1; j <= nmetrics; j++) {
-                k = tg[i] SUBSEP morder[j]
+                k = jt[i] SUBSEP morder[j]
                 if (!(k in runs)) continue
                 if (pass == 1) {
                     n = split(runs[k], a, " ")
                     s = "["
                     for (x = 1; x <= n; x++) s = s (x > 1 ? ", " : "") (isnum(a[x]) ? a[x] : "null")
                     s = s "]"
-                } else s = jnum(med(tg[i], morder[j]))
+                } else s = jnum(med(jt[i], morder[j]))
                 print "      " jstr(morder[j]) ": " s (j < last ? "," : "") > json
             }
-            print "    }" (i < ntargets ? "," : "") > json
+            print "    }" (i < njt ? "," : "") > json
         }
         print "  }," > json
     }

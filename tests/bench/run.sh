@@ -20,6 +20,10 @@
 #          SETNX/EXPIRE/DEL pattern through lockproxy in enforce mode against the safe pattern
 #          written by hand (SET NX PX + EVALSHA compare-and-delete) straight to Redis; the
 #          legacy pattern direct and the safe one through lockproxy are shown for reference;
+#        - with BENCH_ADMIN=1 (the default), the four redis-benchmark runs also on a second
+#          lockproxy, "lockproxy+admin", with the admin listener on and GET /metrics scraped
+#          once a second for as long as it runs (a bash loop over /dev/tcp): the cost of
+#          the metrics, next to the plain lockproxy run just before it;
 #        - the pooled lock workload (tests/bench/poolload.c), on direct and lockproxy only:
 #          BENCH_POOL_THREADS (8) threads sharing a pool of as many connections, each cycle
 #          SET lock:pool:<k> <uuid> NX EX 10 on one pooled connection and DEL on another (as
@@ -34,7 +38,8 @@
 # (1000), BENCH_POOL_THREADS (8), BENCH_POOL_KEYS (1), BENCH_POOL_SECONDS (3),
 # BENCH_N_P1 / BENCH_N_P16 / BENCH_N_LAT (fixed -n instead of the sized one),
 # HAPROXY_NBTHREAD (1: every proxy measured gets one thread, as lockproxy and twemproxy have),
-# BENCH_BUDGET (540: seconds the whole run may take; later rounds are shortened to fit).
+# BENCH_BUDGET (540: seconds the whole run may take; later rounds are shortened to fit),
+# BENCH_ADMIN (1: also measure lockproxy+admin; 0: skip it).
 set -eu
 
 build=${1:-build}
@@ -55,9 +60,12 @@ pool_seconds=${BENCH_POOL_SECONDS:-3}
 if [ "$pool_keys" = 1 ]; then pool_keys_word=key; else pool_keys_word=keys; fi
 hap_threads=${HAPROXY_NBTHREAD:-1}
 budget=${BENCH_BUDGET:-540}
+admin=${BENCH_ADMIN:-1}
 keyspace=100000
 
 targets="direct lockproxy twemproxy haproxy"
+# The throughput workloads also run on lockproxy+admin (BENCH_ADMIN=1), right after lockproxy.
+if [ "$admin" = 1 ]; then rps_targets="direct lockproxy lockproxy+admin twemproxy haproxy"; else rps_targets=$targets; fi
 proxies="lockproxy twemproxy haproxy"
 workloads="set_p1 get_p1 set_p16 get_p16"
 
@@ -121,14 +129,15 @@ trap 'note interrupted; exit 130' INT
 trap 'exit 143' TERM HUP
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Five consecutive free ports from a random base in 20000-31999 (below the ephemeral range).
+# Seven consecutive free ports from a random base in 20000-31999 (below the ephemeral range).
 pick_ports() {
     local tries=0 base
     while [ "$tries" -lt 50 ]; do
         tries=$((tries + 1))
-        base=$((20000 + (RANDOM % 2400) * 5))
+        base=$((20000 + (RANDOM % 1700) * 7))
         if port_free "$base" && port_free $((base + 1)) && port_free $((base + 2)) &&
-            port_free $((base + 3)) && port_free $((base + 4)); then
+            port_free $((base + 3)) && port_free $((base + 4)) && port_free $((base + 5)) &&
+            port_free $((base + 6)); then
             echo "$base"
             return 0
         fi
@@ -137,6 +146,7 @@ pick_ports() {
 }
 base=$(pick_ports)
 rport=$base; lport=$((base + 1)); tport=$((base + 2)); hport=$((base + 3)); sport=$((base + 4))
+aport=$((base + 5)); ahttp=$((base + 6))
 
 # Waits until PID answers PING on PORT; NAME and LOG for the message when it does not.
 wait_ready() {
@@ -159,6 +169,28 @@ printf 'rule lock: enforce ttl=30s\n' >"$work/policy.conf"
     --policy "$work/policy.conf" --log "$work/audit.log" >"$work/lockproxy.out" 2>&1 &
 lockproxy_pid=$!; pids="$lockproxy_pid $pids"
 wait_ready lockproxy "$lockproxy_pid" "$lport" "$work/lockproxy.out"
+
+# lockproxy+admin: the same, with the admin listener, scraped once a second from now on.
+ladmin_pid=""
+if [ "$admin" = 1 ]; then
+    "$build/lockproxy" --listen "127.0.0.1:$aport" --upstream "127.0.0.1:$rport" \
+        --policy "$work/policy.conf" --log "$work/audit-admin.log" --admin "127.0.0.1:$ahttp" \
+        >"$work/lockproxy-admin.out" 2>&1 &
+    ladmin_pid=$!; pids="$ladmin_pid $pids"
+    wait_ready lockproxy+admin "$ladmin_pid" "$aport" "$work/lockproxy-admin.out"
+    # Each scrape reads the whole page; its requests counter goes to scrapes.txt.
+    (
+        while kill -0 "$ladmin_pid" 2>/dev/null; do
+            if exec 3<>"/dev/tcp/127.0.0.1/$ahttp"; then
+                printf 'GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n' >&3
+                grep '^lockproxy_requests_total ' <&3 >>"$work/scrapes.txt" || true
+                exec 3<&-
+            fi
+            sleep 1
+        done
+    ) 2>/dev/null &
+    pids="$pids $!"
+fi
 
 cat >"$work/nutcracker.yml" <<EOF
 bench:
@@ -196,11 +228,11 @@ haproxy_pid=$!; pids="$haproxy_pid $pids"
 wait_ready haproxy "$haproxy_pid" "$hport" "$work/haproxy.log"
 
 port_of() {
-    case $1 in direct) echo "$rport" ;; lockproxy) echo "$lport" ;;
+    case $1 in direct) echo "$rport" ;; lockproxy) echo "$lport" ;; lockproxy+admin) echo "$aport" ;;
         twemproxy) echo "$tport" ;; haproxy) echo "$hport" ;; esac
 }
 pid_of() {
-    case $1 in direct) echo "" ;; lockproxy) echo "$lockproxy_pid" ;;
+    case $1 in direct) echo "" ;; lockproxy) echo "$lockproxy_pid" ;; lockproxy+admin) echo "$ladmin_pid" ;;
         twemproxy) echo "$twemproxy_pid" ;; haproxy) echo "$haproxy_pid" ;; esac
 }
 # utime+stime of PID in clock ticks, all threads included.
@@ -216,7 +248,7 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$raw"; }  # target metric round value
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 
-say "bench: redis $rport, lockproxy $lport, twemproxy $tport, haproxy $hport (logs in $work)"
+say "bench: redis $rport, lockproxy $lport, twemproxy $tport, haproxy $hport${ladmin_pid:+, lockproxy+admin $aport (http $ahttp)} (logs in $work)"
 : >"$raw"
 
 # --- 1. resident memory with idle connections ------------------------------------------------
@@ -320,7 +352,7 @@ for w in $workloads; do
     test=${w%_p*}; pipe=${w#*_p}
     if [ "$pipe" = 1 ]; then wn=20000; else wn=200000; fi
     rates=""
-    for t in $targets; do
+    for t in $rps_targets; do
         set -- $(bench_run "$t" "$test" "$pipe" "$wn")
         rates="$rates $1"
     done
@@ -354,7 +386,7 @@ while [ "$r" -le "$rounds" ]; do
         test=${w%_p*}; pipe=${w#*_p}
         eval "n=\$n_$w"
         line="  $w:"
-        for t in $targets; do
+        for t in $rps_targets; do
             set -- $(bench_run "$t" "$test" "$pipe" "$n")
             record "$t" "${w}_rps" "$r" "$1"
             [ "$t" = direct ] || record "$t" "${w}_cpu_us" "$r" "$2"
@@ -390,7 +422,7 @@ while [ "$r" -le "$rounds" ]; do
         line="$line $t=$1"
     done
     say "$line"
-    for t in $proxies; do
+    for t in $proxies ${ladmin_pid:+lockproxy+admin}; do
         kill -0 "$(pid_of "$t")" 2>/dev/null || note "$t is no longer running"
     done
     # Keep the whole run inside BENCH_BUDGET seconds on a slow or busy machine: when the
@@ -439,6 +471,7 @@ t_end=$(date +%s)
     printf 'haproxy\t%s\n' "$(haproxy -v 2>&1 | sed -n 's/^HAProxy version \([^ ]*\).*/\1/p' | head -n 1)"
     printf 'lockproxy\t%s\n' "$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
     printf 'wall_seconds\t%s\n' "$((t_end - t_begin))"
+    [ "$admin" != 1 ] || printf 'admin_scrapes\t%s\n' "$(grep -c . "$work/scrapes.txt" 2>/dev/null || echo 0)"
 } >"$meta"
 awk -f "$here/report.awk" -v md="$out/results.md" -v json="$out/results.json" "$meta" "$raw"
 cat "$out/results.md"

@@ -653,9 +653,32 @@ static void test_shipped(void)
     lp_config_free(&c);
 }
 
+/* The admin listener: off by default, HOST:PORT from the file or --admin, no unix socket. */
+static void test_admin(void)
+{
+    lp_config c;
+    char a[300];
+    lp_config_defaults(&c);
+    is_int(c.admin_set, 0, "admin: off by default");
+    lp_config_free(&c);
+    if (!is_int(load(&c, "admin 127.0.0.1:6381\n"), 0, "admin HOST:PORT loads")) diag("%s", err);
+    is_int(c.admin_set, 1, "  admin_set");
+    lp_addr_format(&c.admin, a, sizeof a);
+    is_string(a, "127.0.0.1:6381", "  the address");
+    lp_config_free(&c);
+    file_error("admin unix:/tmp/a.sock\n", 1,
+               "admin: 'unix:/tmp/a.sock': a unix socket is not supported here (expected HOST:PORT)");
+    file_error("admin 127.0.0.1\n", 1, "admin: bad address '127.0.0.1': missing port (expected HOST:PORT, [IPv6]:PORT or unix:/path)");
+    is_int(ARGS(&c, "--admin", "[::1]:9100"), 0, "--admin ADDR");
+    lp_addr_format(&c.admin, a, sizeof a);
+    ok(c.admin_set && strcmp(a, "[::1]:9100") == 0, "  sets the admin address");
+    lp_config_free(&c);
+}
+
 int main(void)
 {
     plan_lazy();
+    test_admin();
     test_addresses();
     test_sizes_and_durations();
     test_defaults();

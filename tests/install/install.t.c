@@ -71,6 +71,7 @@ int main(void)
 
     static const char *files[] = {
         "/usr/sbin/lockproxy", "/usr/share/man/man8/lockproxy.8", "/usr/lib/systemd/system/lockproxy.service",
+        "/usr/lib/systemd/system/lockproxy.socket", "/usr/share/doc/lockproxy/examples/lockproxy.socket",
         "/etc/logrotate.d/lockproxy", "/etc/lockproxy/lockproxy.conf", "/etc/lockproxy/policy.conf",
         "/usr/share/doc/lockproxy/examples/lockproxy.conf", "/usr/share/doc/lockproxy/examples/policy.conf",
         "/usr/share/doc/lockproxy/examples/lockproxy.service", "/usr/share/doc/lockproxy/examples/lockproxy.logrotate",
@@ -90,6 +91,7 @@ int main(void)
         "\nExecReload=/bin/kill -HUP $MAINPID\n", "\nDynamicUser=yes\n", "\nNoNewPrivileges=yes\n",
         "\nProtectSystem=strict\n", "\nProtectHome=yes\n", "\nPrivateTmp=yes\n", "\nLogsDirectory=lockproxy\n",
         "\nStateDirectory=lockproxy\n", "\nDocumentation=man:lockproxy(8)\n", "\nWantedBy=multi-user.target\n",
+        "\nRequires=lockproxy.socket\n",
     };
     for (size_t i = 0; i < sizeof unit_lines / sizeof unit_lines[0]; i++)
         ok(has(&f, unit_lines[i]), "unit: %s", hp_esc(unit_lines[i] + 1, strlen(unit_lines[i]) - 2, 100));
@@ -134,9 +136,14 @@ int main(void)
                  at("/usr/sbin/lockproxy"), at("/etc/lockproxy/"), at("/usr/lib/systemd/system/lockproxy.service"), unit);
         const char *sed[] = { "sh", "-c", cmd, NULL };
         is_int(hp_run(sed, NULL, 0, NULL, NULL, 10000), 0, "unit copy for verify");
+        char sock[4200];
+        snprintf(sock, sizeof sock, "%s/lockproxy.socket", hp_tmpdir());
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", at("/usr/lib/systemd/system/lockproxy.socket"), sock);
+        const char *cp[] = { "sh", "-c", cmd, NULL };
+        is_int(hp_run(cp, NULL, 0, NULL, NULL, 10000), 0, "the socket unit beside it");
         char manpath[4200];
         snprintf(manpath, sizeof manpath, "MANPATH=%s", at("/usr/share/man"));
-        const char *verify[] = { "env", manpath, "systemd-analyze", "verify", unit, NULL };
+        const char *verify[] = { "env", manpath, "systemd-analyze", "verify", unit, sock, NULL };
         hp_buf_reset(&out);
         hp_buf_reset(&err);
         rc = hp_run(verify, NULL, 0, &out, &err, 60000);
@@ -177,7 +184,7 @@ int main(void)
     hp_run(help, NULL, 0, &helptext, NULL, 10000);
     ok(has(&helptext, "man 8 lockproxy"), "--help points at the man page");
     static const char *names[] = {
-        "-c", "--listen", "--upstream", "--policy", "--log", "--check", "--version", "--help", "report", "--since", "--json",
+        "-c", "--listen", "--upstream", "--policy", "--log", "--admin", "--check", "--version", "--help", "report", "--since", "--json",
         "listen", "upstream", "policy", "log", "maxclients", "proto-max-bulk-len", "client-query-buffer-limit",
         "high-water", "low-water", "hard-limit", "connect-timeout", "upstream-timeout", "shutdown-timeout",
         "instance-name", "upstream-auth", "admin", "rule", "exempt user", "exempt addr", "enforce", "audit", "off",

@@ -373,9 +373,31 @@ static void test_many(void)
     lease_table_free(t);
 }
 
+/* lease_count_live: the leases whose deadline has not passed, however the heap holds them. */
+static void test_count_live(void)
+{
+    lease_table *t = lease_table_new(100);
+    char key[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof key, "lock:%d", i);
+        /* deadlines 1000, 3000, 5000, ... put in a scrambled order */
+        int d = (i * 37) % 50;
+        lease_put(t, key, strlen(key), S("o"), S("v"), 1, 0, 1000 + 2000 * d, 0);
+    }
+    is_int((long long)lease_count_live(t, 0), 50, "count_live: all live at 0");
+    is_int((long long)lease_count_live(t, 1000), 50, "count_live: a deadline equal to now is live");
+    is_int((long long)lease_count_live(t, 1001), 49, "count_live: one ended");
+    is_int((long long)lease_count_live(t, 50000), 25, "count_live: half ended");
+    is_int((long long)lease_count_live(t, 1000000), 0, "count_live: all ended");
+    is_int((long long)lease_count(t), 50, "count still counts the ended ones");
+    is_int((long long)lease_count_live(NULL, 0), 0, "count_live(NULL) is 0");
+    lease_table_free(t);
+}
+
 int main(void)
 {
     plan_lazy();
+    test_count_live();
     test_put_get();
     test_owners();
     test_binary();
