@@ -201,6 +201,7 @@ int main(void)
         "setnx_no_ttl", "set_nx_no_ttl", "ttl_capped", "unconditional_set", "getset_lock", "foreign_expire",
         "persist_lock", "del_unchecked", "late_release", "foreign_release", "unknown_lease", "exempt_release",
         "script_lock", "check_unavailable", "long_hold", "max_hold", "tracking_lost", "audit_suppressed", "log_dropped",
+        "failover_lost",
     };
     int missing_ev = 0;
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
