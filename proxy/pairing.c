@@ -158,6 +158,13 @@ static void set_name(lp_pairing *p, const char *name, size_t len) {
 
 /* ---- requests ---- */
 
+/* 1 when an entry of this kind is in the queue. */
+static int queued(const lp_pairing *p, uint8_t kind) {
+    for (uint32_t i = 0; i < p->qlen; i++)
+        if (p->q[(p->qhead + i) % p->qcap].kind == kind) return 1;
+    return 0;
+}
+
 /* How many replies a subscribe-family command gets, or -1 when c is not one. */
 static int sub_command(const resp_request *r, const resp_command *c, uint8_t *family, int *unsub) {
     switch (c->id) {
@@ -411,6 +418,8 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
         /* The replication stream is written to the socket whatever CLIENT REPLY says, and
          * an error would be silenced: nothing tells which it is. */
         if (silent) { v.lost = "SYNC or PSYNC with CLIENT REPLY OFF/SKIP"; return v; }
+        /* A MONITOR client is a replica of a kind to Redis, which ignores its SYNC: no reply. */
+        if (p->monitor || queued(p, PEND_MONITOR)) return v;
         /* Nothing behind it is framed until its reply shows whether the stream starts.
          * BGSAVE may take long before the first byte: no upstream-timeout. */
         pairing_push(p, PEND_SYNC)->blocking = 1;

@@ -232,6 +232,9 @@ static void test_refused(void)
              "+OK\r\n-ERR SYNC and PSYNC are invalid with pending output\r\n+PONG\r\n");
     static const hp_step multi[] = { HP_SEND("MULTI\r\nSYNC\r\nPING\r\nEXEC\r\nPING\r\n"), HP_END };
     diff_has("SYNC inside MULTI", multi, "-ERR Command not allowed inside a transaction\r\n");
+    static const hp_step monitor[] = { HP_SEND("MONITOR\r\nSYNC\r\nPING\r\n"), HP_END };
+    hp_diff_opts mnorm = { .normalise = hp_norm_monitor };
+    hp_diff(redis, proxy, "SYNC from a MONITOR client: Redis ignores it, PING answers", monitor, &mnorm);
     static const hp_step resp3[] = { HP_SEND("HELLO 3\r\nPSYNC\r\nPING\r\n"), HP_END };
     hp_diff_opts norm = { .normalise = hp_norm_hello };
     hp_diff(redis, proxy, "PSYNC wrong arity in RESP3", resp3, &norm);
