@@ -278,6 +278,7 @@ static void test_cli(void)
     hp_cmd_ok(redis, "SET clireplica:k clireplica-value");
     ok(hp_pty_expect(&t, "clireplica-value", 10000), "redis-cli --replica logs the master's SET");
     hp_pty_close(&t, 2000);
+    hp_buf_free(&t.out);
 }
 
 /* ---- a real replica through the proxy ---------------------------------------------------- */
