@@ -6,7 +6,7 @@ SANITIZE ?= 0
 CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=$(if $(filter 1,$(SANITIZE)),Debug,Release) \
               -DLOCKPROXY_SANITIZE=$(if $(filter 1,$(SANITIZE)),ON,OFF)
 
-.PHONY: all deps build run install test test-asan bench fuzz clean
+.PHONY: all deps build run install test test-asan bench fuzz conformance clean
 
 all: build
 
@@ -72,6 +72,12 @@ fuzz: build
 	  >$(FUZZ_BUILD)/fuzz_stateful.log 2>&1; rc=$$?; \
 	  grep -E '^(not ok|# LP_SEED|# seed|# rounds|# MISMATCH)' $(FUZZ_BUILD)/fuzz_stateful.log; \
 	  if [ $$rc -ne 0 ]; then tail -n 40 $(FUZZ_BUILD)/fuzz_stateful.log; exit 1; fi
+
+# Redis 7.0.15's own test suite (../shared/redis-tests-7.0.15, or $LP_REDIS_TESTS), every
+# unit directly and through lockproxy with an enforce lock rule; fails when a test that passes
+# directly fails through the proxy. Logs in $(BUILD)/conformance/. See scripts/conformance.sh.
+conformance: build
+	@bash scripts/conformance.sh $(BUILD)
 
 bench: build
 	@bash tests/bench/run.sh $(BUILD)

@@ -612,13 +612,14 @@ lock_action lock_decide(lock_ctx *ctx, const lock_client *c, int argc, const res
                "PERSIST would make the lock permanent", NULL);
         if (r->mode != POLICY_ENFORCE) return LOCK_FORWARD;
         lock_op *op = op_new(ctx, OP_PERSIST, r, c, frame, framelen);
-        lp_str_cstr(&op->local, ":0\r\n");
         *out = op;
-        if (!c->in_multi) return LOCK_LOCAL;
-        /* Inside MULTI something must be queued so the EXEC array keeps its shape: a PING,
-         * whose element becomes :0. */
-        resp_enc_head(&op->send, 1);
-        resp_enc_cstr(&op->send, "PING");
+        /* Refused, but Redis still judges the command (persist.lua does nothing and has
+         * PERSIST's flags): a read-only replica answers -READONLY, as for PERSIST itself.
+         * Inside MULTI it keeps the EXEC array's shape; its element becomes :0. */
+        lp_str args = {0};
+        resp_enc_arg(&args, argv[1].ptr, argv[1].len);
+        enc_script(op, lp_lua_persist, lp_lua_persist_sha, c->in_multi, 1, 1, &args);
+        lp_str_free(&args);
         return LOCK_SEND;
     }
     return LOCK_FORWARD;

@@ -210,8 +210,10 @@ int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int
         lp_str_add(&op->retry, op->orig.p, op->orig.len);
         return LOCK_REPLY_RETRY;
     }
-    if (err && op->kind != OP_PERSIST) {
-        /* Redis's own error for what the client asked (WRONGTYPE, OOM, NOAUTH...). */
+    if (err && !(op->kind == OP_PERSIST && has_prefix(frame, len, "-NOPERM"))) {
+        /* Redis's own error for what the client asked (WRONGTYPE, OOM, NOAUTH, READONLY on a
+         * replica...). A refused PERSIST's NOPERM (no scripting for this user, or no access to
+         * the key: the two cannot be told apart) leaves it refused: :0. */
         lp_str_add(out, frame, len);
         if (op->merged) lp_str_add(out, frame, len);
         return LOCK_REPLY_DONE;

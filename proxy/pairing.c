@@ -120,6 +120,11 @@ uint32_t pairing_owed(const pend *e) {
 
 int pairing_subscribed(const lp_pairing *p) { return p->nsub[0] + p->nsub[1] + p->nsub[2] > 0; }
 
+int pairing_sync_starts(const lp_pairing *p, char first) {
+    const pend *h = p->qlen ? &p->q[p->qhead] : NULL;
+    return h != NULL && h->kind == PEND_SYNC && first != '-' && first != '>';
+}
+
 int pairing_captures(const lp_pairing *p) {
     const pend *h = p->qlen ? &p->q[p->qhead] : NULL;
     return h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW);
@@ -152,6 +157,13 @@ static void set_name(lp_pairing *p, const char *name, size_t len) {
 }
 
 /* ---- requests ---- */
+
+/* 1 when an entry of this kind is in the queue. */
+static int queued(const lp_pairing *p, uint8_t kind) {
+    for (uint32_t i = 0; i < p->qlen; i++)
+        if (p->q[(p->qhead + i) % p->qcap].kind == kind) return 1;
+    return 0;
+}
 
 /* How many replies a subscribe-family command gets, or -1 when c is not one. */
 static int sub_command(const resp_request *r, const resp_command *c, uint8_t *family, int *unsub) {
@@ -401,6 +413,18 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
     case CMD_MONITOR:
         if (!silent) pairing_push(p, PEND_MONITOR);
         return v;
+    case CMD_SYNC:
+    case CMD_PSYNC:
+        /* The replication stream is written to the socket whatever CLIENT REPLY says, and
+         * an error would be silenced: nothing tells which it is. */
+        if (silent) { v.lost = "SYNC or PSYNC with CLIENT REPLY OFF/SKIP"; return v; }
+        /* A MONITOR client is a replica of a kind to Redis, which ignores its SYNC: no reply. */
+        if (p->monitor || queued(p, PEND_MONITOR)) return v;
+        /* Nothing behind it is framed until its reply shows whether the stream starts.
+         * BGSAVE may take long before the first byte: no upstream-timeout. */
+        pairing_push(p, PEND_SYNC)->blocking = 1;
+        v.hold = 1;
+        return v;
     default: {
         int n = sub_command(r, c, &fam, &unsub);
         if (n >= 0) {
@@ -565,6 +589,7 @@ pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int a
     p->last_protocol_error = r->type == '-' && r->line_len >= 18 && memcmp(r->line, "ERR Protocol error", 18) == 0;
     note_auth(p, e, r, &v);
     v.auth_answered = e->auth;
+    v.sync_refused = e->kind == PEND_SYNC;
     answer(p, e, r, auth_state);
     v.kind = PAIR_ANSWER;
     return v;

@@ -14,6 +14,9 @@
  *   OP       a rewritten lock command: its reply is captured for the policy
  *   EXEC     EXEC of a transaction holding rewritten commands: captured too
  *   SWALLOW  a reply the client already had from the proxy (+QUEUED): captured, dropped
+ *   SYNC     SYNC or PSYNC: an error line is its reply; anything else (a bare "\n" keepalive,
+ *            +FULLRESYNC, +CONTINUE, the RDB bulk) starts the replication stream, and the
+ *            session passes bytes through both ways from then on (pairing_sync_starts)
  *
  * Request-side state (MULTI, CLIENT REPLY OFF/SKIP) decides how many replies a request gets;
  * reply-side state (protocol, subscriptions, MONITOR) decides what is out of band. Where the
@@ -32,7 +35,7 @@
 
 enum pend_kind {
     PEND_PLAIN, PEND_SUB, PEND_HELLO, PEND_MONITOR, PEND_RESET, PEND_LOCAL, PEND_OP,
-    PEND_EXEC, PEND_SWALLOW
+    PEND_EXEC, PEND_SWALLOW, PEND_SYNC
 };
 
 enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
@@ -98,7 +101,8 @@ void pairing_free(lp_pairing *p);
 /* What the session does with a request once it is accounted for. */
 typedef struct pair_req {
     const char *lost;        /* not NULL: tracking is lost from here on, for this reason */
-    unsigned hold : 1;       /* frame no further request until this one's reply is in (AUTH) */
+    unsigned hold : 1;       /* frame no further request until this one's reply is in (AUTH,
+                              * SYNC/PSYNC) */
     unsigned quit : 1;       /* QUIT: read no more; Redis closes after the reply */
     unsigned discard : 1;    /* QUIT with replies silenced: read and drop what follows */
     unsigned multi_begins : 1; /* a MULTI that opens a transaction */
@@ -132,12 +136,19 @@ typedef struct pair_reply {
     unsigned auth_answered : 1;      /* the answer to an AUTH or HELLO AUTH */
     unsigned script_probe : 1;       /* SWALLOWED: the answer to the scripting probe */
     unsigned scripts_refused : 1;    /* ... which was NOPERM */
+    unsigned sync_refused : 1;       /* the error line answering a SYNC or PSYNC */
 } pair_reply;
 
 /* Judges one whole reply frame. captured is 1 when the frame was kept whole because the
  * head entry was OP, EXEC or SWALLOW at its start (pairing_captures()). auth_state is the
  * proxy-wide LP_AUTH_* value (RESET falls back to it). */
 pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int auth_state);
+
+/* 1 when a reply frame starting with byte first starts a replication stream: a SYNC or PSYNC
+ * is at the head and first is neither an error ('-') nor a RESP3 push ('>'). From there on
+ * nothing is framed: the RDB payload has no trailing CRLF and the command stream after it is
+ * not replies. */
+int pairing_sync_starts(const lp_pairing *p, char first);
 
 /* 1 when the next reply frame, unless out of band, belongs to a rewritten command. */
 int pairing_captures(const lp_pairing *p);

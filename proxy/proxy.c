@@ -94,6 +94,18 @@ static void probe_reply(lp_upconn *c, const redisReply *r, void *ud) {
     px->auth_probe_done = 1;
 }
 
+/* The answer to the scripting probe sent behind the HELLO: when no password is needed, the
+ * probe's connection is the default user's, and NOSCRIPT or NOPERM says whether that user
+ * may run scripts. Known up front, a client's MULTI needs no probe of its own (which
+ * MONITOR would show and CLIENT PAUSE WRITE would hold, EVALSHA being a write for it). */
+static void script_probe_reply(lp_upconn *c, const redisReply *r, void *ud) {
+    proxy *px = ud;
+    (void)c;
+    if (r == NULL || r->type != REDIS_REPLY_ERROR || px->auth_state != LP_AUTH_NOT_REQUIRED) return;
+    if (strncmp(r->str, "NOSCRIPT", 8) == 0) proxy_user_set_scripts(px, NULL, 0);
+    else if (strncmp(r->str, "NOPERM", 6) == 0) proxy_user_set_noscripts(px, NULL, 0);
+}
+
 /* The probe's connection is released from the sweep timer or the next probe, never from
  * inside its own callback. */
 static void probe_reap(proxy *px) {
@@ -160,6 +172,8 @@ void proxy_user_set_scripts(proxy *px, const char *user, size_t len) {
 
 void proxy_probe_auth(proxy *px) {
     static const char hello[] = "*1\r\n$5\r\nHELLO\r\n";
+    static const char script_probe[] =
+        "*3\r\n$7\r\nEVALSHA\r\n$40\r\n0000000000000000000000000000000000000000\r\n$1\r\n0\r\n";
     probe_reap(px);
     proxy_forget_script_users(px);   /* an ACL change may have given scripting back */
     px->auth_state = LP_AUTH_UNKNOWN;
@@ -168,6 +182,8 @@ void proxy_probe_auth(proxy *px) {
                                     (int)px->cfg->connect_timeout_ms);
     if (px->auth_probe == NULL || lp_upconn_send(px->auth_probe, hello, sizeof(hello) - 1, probe_reply, px) < 0)
         px->auth_probe_done = 1;
+    else if (px->policy != NULL)
+        lp_upconn_send(px->auth_probe, script_probe, sizeof(script_probe) - 1, script_probe_reply, px);
 }
 
 static void close_quietly(uv_handle_t *h) {

@@ -95,7 +95,9 @@ void proxy_forget_script_users(proxy *px);
 void proxy_user_set_noscripts(proxy *px, const char *user, size_t len);
 /* Users known to run scripts (a lock script or the scripting probe succeeded for them). A
  * MULTI from a user known neither way is preceded by a probe, "EVALSHA <40 zeros> 0", whose
- * answer (NOSCRIPT or NOPERM) is not the client's: it is swallowed. */
+ * answer (NOSCRIPT or NOPERM) is not the client's: it is swallowed. The default user is
+ * probed on the authentication probe's connection when no password is needed, so its
+ * clients' MULTIs need no probe. */
 int proxy_user_scripts(const proxy *px, const char *user, size_t len);
 void proxy_user_set_scripts(proxy *px, const char *user, size_t len);
 /* Called by session_close() when draining and the last session has gone. */

@@ -47,6 +47,16 @@ void sess_lose_tracking(session *s, const char *why) {
     drain_locals(s);
 }
 
+/* Redis started a replication stream: nothing is framed from here on, either way. */
+void sess_start_repl_stream(session *s) {
+    lp_logf("replication client=%s: SYNC/PSYNC answered with a replication stream; passing bytes through", s->peer);
+    s->repl_stream = 1;
+    s->hold = 0;
+    pairing_lose(&s->pg);
+    drain_locals(s);
+    uv_timer_stop(&s->timer);
+}
+
 void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     session *s = h->data;
     lp_block *b = s->rin;
@@ -105,7 +115,7 @@ static void reply_done(session *s) {
     pair_reply v = pairing_reply(&s->pg, &s->rep, captured, px->auth_state);
     if (v.auth_required) px->auth_state = LP_AUTH_REQUIRED;
     if (v.auth_not_required) px->auth_state = LP_AUTH_NOT_REQUIRED;
-    if (v.auth_answered && s->hold) {
+    if ((v.auth_answered || v.sync_refused) && s->hold) {
         pend *h = pairing_head(&s->pg);
         if (h == NULL || h->kind != PEND_OP) s->hold = 0;
     }
@@ -146,6 +156,12 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
     }
     size_t start = off, end = off + len;
     while (off < end && !s->closing) {
+        if (!s->rep_mid && pairing_sync_starts(&s->pg, b->data[off])) {
+            if (off > start) sess_emit(s, &s->to_client, b, start, off - start);
+            sess_start_repl_stream(s);
+            sess_emit(s, &s->to_client, b, off, end - off);
+            return;
+        }
         if (!s->rep_mid) {
             /* A new frame: replies to rewritten commands are kept whole, not forwarded. */
             int cap = pairing_captures(&s->pg);

@@ -172,6 +172,15 @@ static int lock_request(session *s, const resp_command *cmd, lp_block *b, size_t
 /* Frames and forwards what the client sent. */
 void sess_process_client_input(session *s) {
     lp_block *b = s->in;
+    if (s->repl_stream) {
+        /* A replication link: what the replica sends (REPLCONF ACK ...) goes as it is. */
+        if (b->len > s->in_start && s->up_state != UP_FAILED)
+            sess_emit(s, &s->to_up, b, s->in_start, b->len - s->in_start);
+        lp_block_unref(b);
+        s->in = NULL;
+        s->in_start = 0;
+        return;
+    }
     size_t fwd_start = s->in_start, pos = s->in_start;
     while (s->client_state == CL_READING && !s->closing && !s->hold) {
         size_t framelen;

@@ -37,7 +37,13 @@
  *   4. up_read_cb sees requests held in s->in and frames again: GET a forwards as PLAIN 1,
  *      and its reply streams through as in step 3's first reply.
  * A LOCAL reply (a PERSIST the proxy refuses, a protocol error) is queued as a LOCAL entry
- * and written when every reply before it has been. */
+ * and written when every reply before it has been.
+ *
+ * SYNC and PSYNC hold the requests behind them like a lock command. When their reply starts
+ * with anything but an error line, the session becomes a replication link (repl_stream): the
+ * held requests and everything after go to Redis unframed, and Redis's bytes (keepalive
+ * newlines, +FULLRESYNC, the RDB payload without a trailing CRLF, the command stream) go to
+ * the client as they come, as MONITOR lines do but without framing. */
 #ifndef LP_SESSION_H
 #define LP_SESSION_H
 
@@ -116,6 +122,10 @@ struct session {
     lp_str cap;
     uint64_t conn_id;
     unsigned no_scripts : 1;      /* Redis refused a lock script (NOPERM): lock commands go as sent */
+    /* Redis answered SYNC/PSYNC with the start of a replication stream: from then on bytes
+     * pass through both ways unframed (no pairing, no lock rules, no upstream-timeout;
+     * backpressure as ever). Redis refuses keyspace commands from a replica connection. */
+    unsigned repl_stream : 1;
 
     /* client input */
     lp_block *in;                 /* block holding the frame in progress, or NULL */
@@ -164,6 +174,7 @@ void sess_client_eof(session *s);
 /* replypath.c */
 void sess_queue_local(session *s, const char *bytes, size_t len, int close_after);
 void sess_lose_tracking(session *s, const char *why);
+void sess_start_repl_stream(session *s);
 void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void sess_upstream_lost(session *s, const char *why);
 void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);

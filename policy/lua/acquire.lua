@@ -1,4 +1,8 @@
+#!lua
 -- lockproxy: acquire a lock and write its lease record, in one step.
+-- The shebang (no flags) makes Redis judge the script as it judges SET: a write that is
+-- refused under maxmemory (-OOM), on a read-only replica (-READONLY), on a stale replica
+-- (-MASTERDOWN) and without enough replicas (-NOREPLICAS), before it runs, with its own error.
 -- KEYS[1] the lock, KEYS[2] its lease record, KEYS[3] its history (see release.lua).
 -- ARGV[1] the token; ARGV[2] unit: 'px' (relative), 'pxat' (absolute) or 'none' (no TTL:
 -- audit mode forwards the client's command as it is); ARGV[3] the time in ms; ARGV[4] the

@@ -1,4 +1,7 @@
+#!lua flags=allow-oom
 -- lockproxy: EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT of a lock key, checked against its lease record.
+-- The shebang makes Redis judge the script as it judges EXPIRE: a write (-READONLY on a
+-- read-only replica, -MASTERDOWN on a stale one, -NOREPLICAS) that runs under maxmemory.
 -- KEYS[1] the lock, KEYS[2] its lease record, KEYS[3] its history (see release.lua).
 -- ARGV[1] the requester's owner identity; ARGV[2] its acquire id on this connection ('' when
 -- none); ARGV[3] its token; ARGV[4] 'pexpire' or 'pexpireat'; ARGV[5] the time in ms; ARGV[6]

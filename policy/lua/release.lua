@@ -1,4 +1,7 @@
+#!lua flags=allow-oom
 -- lockproxy: DEL/UNLINK of lock keys, checked against their lease records, in one step.
+-- The shebang makes Redis judge the script as it judges DEL: a write (-READONLY on a
+-- read-only replica, -MASTERDOWN on a stale one, -NOREPLICAS) that runs under maxmemory.
 -- KEYS: per key of the command, in order: the key; a lock key is followed by its lease record
 -- and its history.
 -- ARGV[1] 'del' or 'unlink'; ARGV[2] the requester's owner identity; then per key: 'o' for an

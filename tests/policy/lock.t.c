@@ -133,7 +133,7 @@ static void test_decisions(void)
     row(&c, "EXPIRE lock:a 010", LOCK_FORWARD, NULL, "");
     row(&c, "EXPIRE lock:a 9223372036854776", LOCK_FORWARD, NULL, "");
     row(&c, "EXPIRE lock:a 10 NX XX", LOCK_FORWARD, NULL, "");
-    row(&c, "PERSIST lock:a", LOCK_LOCAL, NULL, "persist_lock");
+    row(&c, "PERSIST lock:a", LOCK_SEND, lp_lua_persist_sha, "persist_lock");
     row(&c, "PERSIST audit:a", LOCK_FORWARD, NULL, "persist_lock");
     row(&c, "DEL k1 k2", LOCK_FORWARD, NULL, "");
     row(&c, "DEL lock:a k1", LOCK_SEND, lp_lua_release_sha, "del_unchecked");
@@ -161,7 +161,8 @@ static void test_decisions(void)
     m.in_multi = 1;
     lock_op *op = NULL;
     is_int(decide(&m, "PERSIST lock:a", &op), LOCK_SEND, "PERSIST in MULTI: something is queued");
-    ok(op && has(lock_op_send(op), "PING"), "  a PING, whose element becomes :0");
+    ok(op && has(lock_op_send(op), "EVAL") && has(lock_op_send(op), "return 0"),
+       "  persist.lua as EVAL, whose element becomes :0");
     lock_op_free(op);
     is_int(decide(&m, "SETNX lock:a v", &op), LOCK_SEND, "SETNX in MULTI");
     ok(op && has(lock_op_send(op), "EVAL") && !lock_op_uses_sha(op), "  as EVAL (a NOSCRIPT could not be retried)");
@@ -209,7 +210,11 @@ static void test_replies(void)
     is_string(reply(&c, "DEL lock:r", "*1\r\n:40\r\n", 2), ":0\r\n", "DEL of an absent lock: 0, no event");
     is_string(events, "", "  (no event)");
     is_string(reply(&c, "DEL lock:r", "*2\r\n:1\r\n:1\r\n", 2), "*2\r\n:1\r\n:1\r\n", "not the script's shape: passed on");
-    is_string(reply(&c, "PERSIST lock:r", "+PONG\r\n", 2), "(no op)", "PERSIST outside MULTI is answered locally");
+    is_string(reply(&c, "PERSIST lock:r", ":0\r\n", 2), ":0\r\n", "PERSIST refused: persist.lua's 0 is the reply");
+    is_string(reply(&c, "PERSIST lock:r", "-READONLY You can't write against a read only replica.\r\n", 2),
+              "-READONLY You can't write against a read only replica.\r\n", "PERSIST on a read-only replica: Redis's error");
+    is_string(reply(&c, "PERSIST lock:r", "-NOPERM no\r\n", 2), ":0\r\n", "PERSIST and NOPERM: still refused, :0");
+    is_string(reply(&c, "PERSIST lock:r", "-NOSCRIPT No matching script.\r\n", 2), "RETRY ", "PERSIST NOSCRIPT: retry (EVAL)");
 
     /* NOPERM: the client's own command goes instead, its reply passes unchanged. */
     lock_op *op = NULL;

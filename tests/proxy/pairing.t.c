@@ -123,9 +123,31 @@ static void run(const char *name, const char *const *steps, int authed, int auth
 
 #define S(...) ((const char *const[]){__VA_ARGS__, NULL})
 
+/* Whether a reply's first byte starts the replication stream of a SYNC at the head. */
+static void sync_starts(void)
+{
+    lp_pairing p;
+    pairing_init(&p, 1);
+    resp_request rq;
+    resp_request_init(&rq);
+    size_t used;
+    ok(!pairing_sync_starts(&p, '\n'), "no SYNC pending: nothing starts a stream");
+    resp_request_parse(&rq, "SYNC\r\n", 6, &used);
+    pairing_request(&p, &rq, NULL);
+    ok(pairing_sync_starts(&p, '\n'), "SYNC at the head: a bare \\n keepalive starts the stream");
+    ok(pairing_sync_starts(&p, '$'), "SYNC at the head: the RDB bulk starts it");
+    ok(pairing_sync_starts(&p, '+'), "SYNC at the head: +FULLRESYNC/+CONTINUE start it");
+    ok(!pairing_sync_starts(&p, '-'), "SYNC at the head: an error line is its reply");
+    ok(!pairing_sync_starts(&p, '>'), "SYNC at the head: a RESP3 push is out of band");
+    ok(pairing_head(&p)->blocking, "SYNC: no upstream-timeout before its first byte");
+    resp_request_free(&rq);
+    pairing_free(&p);
+}
+
 int main(void)
 {
     plan_lazy();
+    sync_starts();
     /* Plain commands, pipelined: one run-length entry. */
     run("pipeline", S("> GET a", "> GET b", "> SET c 1", "#3", "<A $-1\r\n", "<A $-1\r\n", "#1",
                       "<A +OK\r\n", "#0", "<L +OK\r\n", "=raw"), 1, LP_AUTH_NOT_REQUIRED);
@@ -145,6 +167,14 @@ int main(void)
     run("client reply inside multi loses tracking", S("> MULTI", "> CLIENT REPLY OFF ; !lost"), 1, 0);
     run("quit with replies off", S("> CLIENT REPLY OFF", "> QUIT ; !discard", "#0"), 1, 0);
     run("quit", S("> QUIT ; !quit", "#1", "<A +OK\r\n"), 1, 0);
+    /* SYNC/PSYNC hold what follows until their reply: an error line answers them. */
+    run("sync refused", S("> SYNC ; !hold", "#1", "<A -NOAUTH Authentication required.\r\n", "#0"), 1, 0);
+    run("psync refused, then a command", S("> PSYNC ; !hold", "<A -ERR wrong number of arguments\r\n", "> PING", "#1"), 1, 0);
+    run("psync inside multi is queued", S("> MULTI", "> PSYNC ? -1", "#2", "<A +OK\r\n",
+                                          "<A -ERR Command not allowed inside a transaction\r\n", "#0"), 1, 0);
+    run("sync from a monitor client gets no reply", S("> MONITOR", "> SYNC", "> PING", "#2", "<A +OK\r\n",
+                                                      "> PSYNC ? -1", "#1", "=monitor"), 1, 0);
+    run("sync with replies off loses tracking", S("> CLIENT REPLY OFF", "> SYNC ; !lost", "=raw"), 1, 0);
     /* Subscriptions. */
     run("subscribe two", S("> SUBSCRIBE a b", "#1",
                            "<A *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
