@@ -150,6 +150,14 @@ typedef struct multi_op {
 void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const char *f, size_t len,
                      lp_str *out);
 
+/* The same rebuild, streamed for replies too large to keep whole: lock_exec_count() is the
+ * element count the client sees for an EXEC array of count elements (>= 0), and
+ * lock_exec_op_at() the rewritten command whose reply element i is, or NULL when the element
+ * passes unchanged. An op's element goes through lock_op_reply(ctx, op, elem, len, 1, out)
+ * after lock_op_set_proto(). mops is in index order, as the proxy records it. */
+long long lock_exec_count(const multi_op *mops, int nmops, long long count);
+lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i);
+
 /* The lock commands of one connection's transaction: a SETNX queued in MULTI is held until
  * the next command shows whether an EXPIRE of its key follows (the two then become one
  * acquire with the EXPIRE's TTL: clients send a transaction one command at a time, so this

@@ -82,6 +82,23 @@ void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const 
     }
 }
 
+long long lock_exec_count(const multi_op *mops, int nmops, long long count) {
+    long long extra = 0;
+    for (int i = 0; i < nmops; i++)
+        if (mops[i].index < count) extra += lock_op_extra_elements(mops[i].op);
+    return count + extra;
+}
+
+lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i) {
+    int lo = 0, hi = nmops;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (mops[mid].index < i) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < nmops && mops[lo].index == i ? mops[lo].op : NULL;
+}
+
 void lock_txn_begin(lock_txn *t) {
     free(t->setnx_key);
     t->setnx_key = NULL;

@@ -70,6 +70,7 @@ enum { LP_AUTH_UNKNOWN, LP_AUTH_REQUIRED, LP_AUTH_NOT_REQUIRED };
 typedef struct lp_pairing {
     pend *q;                      /* a ring */
     uint32_t qcap, qhead, qlen;
+    size_t local_bytes;           /* bytes of the LOCAL entries' replies */
     /* request side */
     unsigned in_multi : 1;
     unsigned multi_sub : 1;       /* this MULTI queues a command that changes accounting */
