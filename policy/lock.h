@@ -118,6 +118,8 @@ int lock_op_is_setnx(const lock_op *op);
 int lock_op_extra_elements(const lock_op *op);
 
 void lock_op_free(lock_op *op);
+/* The bytes op holds (itself, its strings, its keys), for per-connection accounting. */
+size_t lock_op_bytes(const lock_op *op);
 
 /* What the proxy sends for op: the rewritten command (empty: the client's own bytes). */
 const lp_str *lock_op_send(const lock_op *op);

@@ -20,6 +20,12 @@ int lock_op_uses_sha(const lock_op *op) { return op->uses_sha; }
 int lock_op_noperm(const lock_op *op) { return op->noperm; }
 int lock_op_scripted(const lock_op *op) { return op->kind != OP_PERSIST && op->kind != OP_PASS && op->send.len > 0; }
 void lock_op_set_proto(lock_op *op, int proto) { op->proto = proto; }
+size_t lock_op_bytes(const lock_op *op) {
+    size_t n = sizeof(*op) + op->send.cap + op->retry.cap + op->script_args.cap + op->orig.cap + op->local.cap +
+               op->owner.cap + op->valuelen + (size_t)op->nkeys * sizeof(lock_key);
+    for (int i = 0; i < op->nkeys; i++) n += op->keys[i].keylen;
+    return n;
+}
 
 void lock_op_log_check_unavailable(lock_ctx *ctx, const lock_op *op, const char *client,
                                    const char *name, size_t name_len) {

@@ -86,6 +86,8 @@ void pairing_push_local(lp_pairing *p, const char *bytes, size_t len, int close_
 }
 
 void pairing_add_multi_op(lp_pairing *p, lock_op *op) {
+    if (p->nmops == 0) p->mops_bytes = 0;
+    p->mops_bytes += sizeof(*p->mops) + lock_op_bytes(op);
     p->mops = realloc(p->mops, sizeof(*p->mops) * (size_t)(p->nmops + 1));
     if (p->mops == NULL) abort();
     p->mops[p->nmops].index = p->multi_count++;

@@ -81,6 +81,7 @@ typedef struct lp_pairing {
     int multi_count;              /* commands queued by this MULTI */
     multi_op *mops;               /* rewritten ones among them */
     int nmops;
+    size_t mops_bytes;            /* what they hold (lock_op_bytes), while nmops > 0 */
     /* reply side */
     unsigned monitor : 1;
     unsigned last_protocol_error : 1;

@@ -86,7 +86,9 @@ static size_t queued(const uv_stream_t *st, const lp_out *o) {
 
 /* Bytes the proxy holds for s that only reading the upstream releases: requests held behind
  * a lock command's (or an AUTH's) reply, its own replies queued behind replies still due,
- * and a reply being captured for the policy. */
+ * and a reply being captured for the policy. (The lock commands of an open transaction are
+ * not among them: the client's EXEC or DISCARD releases those, so they count against
+ * hard-limit only.) */
 static size_t own_bytes(const session *s) {
     size_t n = s->pg.local_bytes + (size_t)s->pg.qlen * sizeof(pend) + s->cap.len;
     if (s->hold && s->in != NULL) n += s->in->len - s->in_start;
@@ -95,7 +97,7 @@ static size_t own_bytes(const session *s) {
 
 size_t sess_held_bytes(const session *s) {
     size_t n = queued(&s->client.stream, &s->to_client) + queued(&s->up.stream, &s->to_up) + s->cap.cap +
-               s->pg.local_bytes + (size_t)s->pg.qlen * sizeof(pend);
+               s->pg.local_bytes + (size_t)s->pg.qlen * sizeof(pend) + (s->pg.nmops > 0 ? s->pg.mops_bytes : 0);
     if (s->in != NULL) n += s->in->cap;
     return n;
 }

@@ -21,7 +21,12 @@
  *       the EXEC reply is streamed element by element, so the proxy holds about high-water of
  *       it (Redis holds the rest) instead of the whole reply and two copies (770 MiB for 4 x
  *       64 MiB before). Peak growth stays under 24 MiB; then the client reads, and gets the
- *       same bytes as from Redis directly. */
+ *       same bytes as from Redis directly.
+ *   lock commands queued in MULTI
+ *       MULTI, 200,000 x DEL lock:m, DISCARD, reading as it goes, with hard-limit 16mb: each
+ *       queued lock command keeps its rewrite until EXEC/DISCARD (about 4.7 KiB each today),
+ *       which counts against hard-limit: the connection is answered in full or closed and
+ *       logged at the limit; peak growth stays under hard-limit + 24 MiB (950 MiB before). */
 #include "faults.h"
 
 #define MIB (1024LL * 1024)
@@ -184,6 +189,36 @@ static void exec_streamed(const hp_proc *redis)
     is_int(hp_stop(px, 5000), 0, "proxy exits 0");
 }
 
+static void multi_ops(const hp_proc *redis)
+{
+    hp_proc *px = fresh_proxy(redis, "high-water 1mb\nlow-water 256kb\nhard-limit 16mb\n");
+    long long base = fl_status_kb(px->pid, "VmHWM");
+    static const char del[] = "*2\r\n$3\r\nDEL\r\n$6\r\nlock:m\r\n";
+    const int n = 200000;
+    hp_buf req = {0};
+    hp_buf_cmd(&req, "MULTI");
+    for (int i = 0; i < n; i++)
+        hp_buf_append(&req, del, sizeof(del) - 1);
+    hp_buf_cmd(&req, "DISCARD");
+    fl_conn c = {.fd = hp_connect_proc(px, 5000), .out = req.data, .outlen = req.len};
+    size_t want = 5 + (size_t)n * 9 + 5;   /* +OK, n x +QUEUED, +OK */
+    c.ud = &want;
+    fl_pump(&c, 1, fl_done_len, 10, 60000);
+    long long grew = hwm_mib(px, base);
+    hp_buf log = {0};
+    hp_log_read(px, &log);
+    int over = HP_HAS(&log, "over hard-limit");
+    diag("MULTI + %d DEL lock:m + DISCARD: %zu of %zu reply bytes, %s; peak growth %lld MiB", n, c.in.len, want,
+         over ? "closed over hard-limit" : "completed", grew);
+    ok((c.in.len == want && !over) || (c.eof && over),
+       "%d lock commands queued in MULTI: answered in full, or closed at hard-limit and logged", n);
+    ok(grew < 16 + 24, "peak growth %lld MiB < hard-limit 16 MiB + 24 MiB", grew);
+    hp_buf_free(&log);
+    fl_conns_close(&c, 1);
+    hp_buf_free(&req);
+    is_int(hp_stop(px, 5000), 0, "proxy exits 0");
+}
+
 int main(void)
 {
     fl_init(300);
@@ -195,7 +230,9 @@ int main(void)
     snprintf(opts, sizeof(opts), "%s%squarantine_size_mb=0", asan ? asan : "", asan && *asan ? ":" : "");
     setenv("ASAN_OPTIONS", opts, 1);
     hp_proc *redis = hp_redis_start(NULL);
-    policy_path = fl_tmp("policy.conf");
+    static char pol[4200];
+    snprintf(pol, sizeof(pol), "%s", fl_tmp("policy.conf"));   /* fl_tmp reuses its buffers */
+    policy_path = pol;
     if (fl_write_file(policy_path, "rule lock: enforce ttl=30s max-ttl=5m\n") != 0)
         hp_bail("cannot write the policy");
     char *v = malloc(16 * MIB);
@@ -209,5 +246,6 @@ int main(void)
     locals_behind_blocked(redis);
     held_over_hard_limit(redis);
     exec_streamed(redis);
+    multi_ops(redis);
     return 0;
 }
