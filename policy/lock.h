@@ -118,6 +118,8 @@ int lock_op_is_setnx(const lock_op *op);
 int lock_op_extra_elements(const lock_op *op);
 
 void lock_op_free(lock_op *op);
+/* The bytes op holds (itself, its strings, its keys), for per-connection accounting. */
+size_t lock_op_bytes(const lock_op *op);
 
 /* What the proxy sends for op: the rewritten command (empty: the client's own bytes). */
 const lp_str *lock_op_send(const lock_op *op);
@@ -151,6 +153,14 @@ typedef struct multi_op {
  * or a null after a WATCH conflict) passes unchanged. proto: the protocol in force. */
 void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const char *f, size_t len,
                      lp_str *out);
+
+/* The same rebuild, streamed for replies too large to keep whole: lock_exec_count() is the
+ * element count the client sees for an EXEC array of count elements (>= 0), and
+ * lock_exec_op_at() the rewritten command whose reply element i is, or NULL when the element
+ * passes unchanged. An op's element goes through lock_op_reply(ctx, op, elem, len, 1, out)
+ * after lock_op_set_proto(). mops is in index order, as the proxy records it. */
+long long lock_exec_count(const multi_op *mops, int nmops, long long count);
+lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i);
 
 /* The lock commands of one connection's transaction: a SETNX queued in MULTI is held until
  * the next command shows whether an EXPIRE of its key follows (the two then become one

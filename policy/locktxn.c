@@ -21,6 +21,12 @@ int lock_op_noperm(const lock_op *op) { return op->noperm; }
 int lock_op_scripted(const lock_op *op) { return op->kind != OP_PERSIST && op->kind != OP_PASS && op->send.len > 0; }
 void lock_op_set_proto(lock_op *op, int proto) { op->proto = proto; }
 int lock_op_audit(const lock_op *op) { return op != NULL && op->audit; }
+size_t lock_op_bytes(const lock_op *op) {
+    size_t n = sizeof(*op) + op->send.cap + op->retry.cap + op->script_args.cap + op->orig.cap + op->local.cap +
+               op->owner.cap + op->valuelen + (size_t)op->nkeys * sizeof(lock_key);
+    for (int i = 0; i < op->nkeys; i++) n += op->keys[i].keylen;
+    return n;
+}
 
 void lock_op_log_check_unavailable(lock_ctx *ctx, const lock_op *op, const char *client,
                                    const char *name, size_t name_len) {
@@ -81,6 +87,23 @@ void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const 
         }
         pos += used;
     }
+}
+
+long long lock_exec_count(const multi_op *mops, int nmops, long long count) {
+    long long extra = 0;
+    for (int i = 0; i < nmops; i++)
+        if (mops[i].index < count) extra += lock_op_extra_elements(mops[i].op);
+    return count + extra;
+}
+
+lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i) {
+    int lo = 0, hi = nmops;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (mops[mid].index < i) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < nmops && mops[lo].index == i ? mops[lo].op : NULL;
 }
 
 void lock_txn_begin(lock_txn *t) {

@@ -56,6 +56,7 @@ pend *pairing_push(lp_pairing *p, uint8_t kind) {
 void pairing_pop(lp_pairing *p) {
     pend *e = pairing_head(p);
     if (e == NULL) return;
+    if (e->kind == PEND_LOCAL) p->local_bytes -= e->local_len;
     free(e->local);
     free(e->name);
     free(e->user);
@@ -80,10 +81,13 @@ void pairing_push_local(lp_pairing *p, const char *bytes, size_t len, int close_
     if (e->local == NULL) abort();
     memcpy(e->local, bytes, len);
     e->local_len = len;
+    p->local_bytes += len;
     e->close_after = (uint8_t)close_after;
 }
 
 void pairing_add_multi_op(lp_pairing *p, lock_op *op) {
+    if (p->nmops == 0) p->mops_bytes = 0;
+    p->mops_bytes += sizeof(*p->mops) + lock_op_bytes(op);
     p->mops = realloc(p->mops, sizeof(*p->mops) * (size_t)(p->nmops + 1));
     if (p->mops == NULL) abort();
     p->mops[p->nmops].index = p->multi_count++;
@@ -103,6 +107,7 @@ void pairing_lose(lp_pairing *p) {
             pairing_pop(p);
             pend *k = pairing_push(p, PEND_LOCAL);
             *k = keep;
+            p->local_bytes += keep.local_len;
         } else {
             pairing_pop(p);
         }

@@ -73,6 +73,7 @@ enum { LP_AUTH_UNKNOWN, LP_AUTH_REQUIRED, LP_AUTH_NOT_REQUIRED };
 typedef struct lp_pairing {
     pend *q;                      /* a ring */
     uint32_t qcap, qhead, qlen;
+    size_t local_bytes;           /* bytes of the LOCAL entries' replies */
     /* request side */
     unsigned in_multi : 1;
     unsigned multi_sub : 1;       /* this MULTI queues a command that changes accounting */
@@ -83,6 +84,7 @@ typedef struct lp_pairing {
     int multi_count;              /* commands queued by this MULTI */
     multi_op *mops;               /* rewritten ones among them */
     int nmops;
+    size_t mops_bytes;            /* what they hold (lock_op_bytes), while nmops > 0 */
     /* reply side */
     unsigned monitor : 1;
     unsigned last_protocol_error : 1;

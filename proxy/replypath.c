@@ -82,7 +82,9 @@ static void log_check_unavailable(session *s, const lock_op *op) {
 /* The reply to a rewritten command, kept whole while it arrived. */
 static void op_reply(session *s, pend *p, const char *f, size_t len) {
     lp_str out = {0};
-    if (p->kind == PEND_EXEC) {
+    if (p->kind == PEND_EXEC && s->ex.phase != EX_NONE) {
+        s->ex.phase = EX_NONE;    /* streamed: the client has had every byte of it */
+    } else if (p->kind == PEND_EXEC) {
         /* Replies are in the protocol in force when they come (a HELLO pipelined before the
          * command may have changed it since the command was decided). */
         lock_exec_reply(&s->px->lock, p->mops, p->nmops, s->pg.proto, f, len, &out);
@@ -148,6 +150,89 @@ static void reply_done(session *s) {
     drain_locals(s);
 }
 
+/* 1 when the reply frame starting with byte c, due to the EXEC at the head of the queue, is
+ * streamed element by element: an array ('*') that cannot be out of band (RESP2 pub/sub
+ * messages and MONITOR lines are the only out-of-band frames that are not pushes). Anything
+ * else (an error, a null, a push) is small or not the EXEC's, and is captured whole. */
+static int exec_streams(session *s, char c) {
+    pend *h = pairing_head(&s->pg);
+    return h != NULL && h->kind == PEND_EXEC && c == '*' && !s->pg.monitor &&
+           !(pairing_subscribed(&s->pg) && s->pg.proto != 3);
+}
+
+/* Feeds n bytes at off in b, all part of a streamed EXEC reply, to the client: the header with
+ * the client's element count, the elements of plain commands as they are, those of lock
+ * commands through the policy, each captured alone. */
+static void exec_feed(session *s, lp_block *b, size_t off, size_t n) {
+    pend *h = pairing_head(&s->pg);
+    while (n > 0 && !s->closing) {
+        if (s->ex.phase == EX_HEADER) {
+            size_t k = 0;
+            while (k < n && b->data[off + k] != '\n') k++;
+            int line_done = k < n;
+            if (line_done) k++;
+            if (s->ex.hdr_len + k > sizeof(s->ex.hdr)) {
+                /* Not a header Redis writes: passed on unchanged. */
+                sess_emit_copy(s, &s->to_client, s->ex.hdr, s->ex.hdr_len);
+                s->ex.phase = EX_PASS;
+                continue;
+            }
+            memcpy(s->ex.hdr + s->ex.hdr_len, b->data + off, k);
+            s->ex.hdr_len += k;
+            off += k;
+            n -= k;
+            if (!line_done) return;
+            char num[32];
+            size_t dl = s->ex.hdr_len >= 3 ? s->ex.hdr_len - 3 : 0;    /* '*' ... "\r\n" */
+            memcpy(num, s->ex.hdr + 1, dl);
+            num[dl] = '\0';
+            char *end;
+            long long count = dl > 0 ? strtoll(num, &end, 10) : -1;
+            if (dl == 0 || *end != '\0' || count < 0) {
+                sess_emit_copy(s, &s->to_client, s->ex.hdr, s->ex.hdr_len);   /* "*-1": no run */
+                s->ex.phase = EX_PASS;
+                continue;
+            }
+            lp_str head = {0};
+            resp_enc_num(&head, '*', lock_exec_count(h->mops, h->nmops, count));
+            sess_emit_copy(s, &s->to_client, head.p, head.len);
+            lp_str_free(&head);
+            s->ex.count = count;
+            s->ex.i = 0;
+            s->ex.op = count > 0 ? lock_exec_op_at(h->mops, h->nmops, 0) : NULL;
+            s->ex.phase = EX_ELEMS;
+            continue;
+        }
+        if (s->ex.phase == EX_PASS || s->ex.i >= s->ex.count) {
+            sess_emit(s, &s->to_client, b, off, n);
+            return;
+        }
+        size_t used;
+        resp_status st = resp_reply_scan(&s->ex.elem, b->data + off, n, &used);
+        if (s->ex.op != NULL) lp_str_add(&s->cap, b->data + off, used);
+        else sess_emit(s, &s->to_client, b, off, used);
+        off += used;
+        n -= used;
+        if (st == RESP_ERROR) {
+            /* The top-level scanner accepted these bytes: this cannot happen; pass them on. */
+            s->ex.phase = EX_PASS;
+            resp_reply_free(&s->ex.elem);
+            continue;
+        }
+        if (st != RESP_OK) return;
+        if (s->ex.op != NULL) {
+            lp_str out = {0};
+            lock_op_set_proto(s->ex.op, s->pg.proto);
+            lock_op_reply(&s->px->lock, s->ex.op, s->cap.p, s->cap.len, 1, &out);
+            sess_emit_copy(s, &s->to_client, out.p, out.len);
+            lp_str_free(&out);
+            s->cap.len = 0;
+        }
+        s->ex.i++;
+        s->ex.op = s->ex.i < s->ex.count ? lock_exec_op_at(h->mops, h->nmops, s->ex.i) : NULL;
+    }
+}
+
 static void process_upstream_input(session *s, size_t off, size_t len) {
     lp_block *b = s->rin;
     if (s->pg.raw) {
@@ -168,10 +253,20 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
             if (cap && off > start) sess_emit(s, &s->to_client, b, start, off - start);
             if (cap) start = off;
             s->capturing = cap;
+            s->ex.phase = EX_NONE;
+            /* A large capture does not keep its memory for the rest of the session. */
+            if (s->cap.len == 0 && s->cap.cap > 64 * 1024) lp_str_free(&s->cap);
+            if (cap && exec_streams(s, b->data[off])) {
+                s->ex.phase = EX_HEADER;
+                s->ex.hdr_len = 0;
+            }
         }
         size_t used;
         resp_status st = resp_reply_scan(&s->rep, b->data + off, end - off, &used);
-        if (s->capturing) {
+        if (s->ex.phase != EX_NONE) {
+            exec_feed(s, b, off, used);
+            start = off + used;
+        } else if (s->capturing) {
             lp_str_add(&s->cap, b->data + off, used);
             start = off + used;
         }
@@ -202,9 +297,13 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
 /* The upstream is gone: every request still waiting gets an error line, then the client is
  * closed. When Redis itself closed after a protocol error, or mid-reply, it just closes. */
 void sess_upstream_lost(session *s, const char *why) {
+    int shut = s->up_state == UP_SHUT;
     s->up_state = UP_GONE;
     sess_client_to(s, CL_FLUSH_CLOSE);
-    if (s->pg.raw || s->rep_mid || s->pg.last_protocol_error) return;
+    /* After the client's half-close was passed on, Redis closing is its answer to it: it
+     * frees a half-closed client as it would a direct one, and nothing is made up for what
+     * it did not answer. */
+    if (s->pg.raw || s->rep_mid || s->pg.last_protocol_error || shut) return;
     char line[200];
     int n = snprintf(line, sizeof(line), UPSTREAM_ERR_FMT, why);
     lp_block *e = lp_block_copy(line, (size_t)n);

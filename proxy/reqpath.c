@@ -12,13 +12,27 @@ static int preauth_limits(const session *s);
 /* ---- reading ---- */
 
 /* Client reads continue the block holding the frame in progress; when it is full the frame
- * moves to a block twice its size. */
+ * moves to a block twice its size, or just large enough for the bulk argument being read.
+ * A move that would take what the session holds (both blocks counted, as both live during
+ * the copy) past hard-limit ends the session instead: libuv then reports UV_ENOBUFS. */
 void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     session *s = h->data;
     lp_block *b = s->in;
     if (b != NULL && b->cap - b->len < 1024) {
         size_t keep = b->len - s->in_start;
-        lp_block *nb = lp_block_new(keep * 2 > LP_BLOCK_SIZE ? keep * 2 : LP_BLOCK_SIZE);
+        size_t want = keep * 2 > LP_BLOCK_SIZE ? keep * 2 : LP_BLOCK_SIZE;
+        if (!s->hold && s->req.bulk_len >= 0) {
+            size_t exact = s->req.pos + (size_t)s->req.bulk_len + 2 + LP_BLOCK_SIZE;
+            if (exact > keep + 1024 && exact < want) want = exact;
+        }
+        if ((long long)(sess_held_bytes(s) + want) > s->px->cfg->hard_limit) {
+            lp_logf("closing client=%s: %zu bytes held for it and a request of more than %zu bytes, over hard-limit",
+                    s->peer, sess_held_bytes(s), keep);
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        lp_block *nb = lp_block_new(want);
         if (nb == NULL) { buf->base = NULL; buf->len = 0; return; }
         memcpy(nb->data, b->data + s->in_start, keep);
         nb->len = keep;

@@ -11,7 +11,7 @@
 #include "proxy/sentinel.h"
 
 /* upstream-timeout: the upstream must say something within the limit while a request that
- * does not block waits at the head of the queue. */
+ * does not block waits at the head of the queue and the proxy is reading the upstream. */
 static void upstream_timeout_cb(uv_timer_t *t) {
     session *s = t->data;
     if (s->closing || !sess_up_open(s)) return;
@@ -29,7 +29,9 @@ void sess_arm_upstream_timer(session *s, int restart) {
     long long ms = s->px->cfg->upstream_timeout_ms;
     if (ms <= 0 || !sess_up_open(s) || s->closing) return;
     pend *h = pairing_head(&s->pg);
-    int want = h != NULL && !h->blocking && h->kind != PEND_LOCAL && !s->pg.raw && !s->pg.monitor;
+    /* Only time spent reading the upstream counts: while backpressure keeps the proxy from
+     * reading it, Redis's silence is the proxy's own doing. */
+    int want = s->up_reading && h != NULL && !h->blocking && h->kind != PEND_LOCAL && !s->pg.raw && !s->pg.monitor;
     if (!want) {
         uv_timer_stop(&s->timer);
     } else if (restart || !uv_is_active((uv_handle_t *)&s->timer)) {
@@ -55,6 +57,12 @@ void sess_eof_progress(session *s) {
     if (s->client_state != CL_HALF_CLOSED || s->up_state != UP_CONNECTED || s->closing) return;
     pend *h = pairing_head(&s->pg);
     if (!s->pg.raw && (h == NULL || !h->blocking)) return;
+    /* Requests collected during this event (held ones just released) go before the FIN:
+     * libuv refuses writes after uv_shutdown, which waits only for writes already queued. */
+    if (s->to_up.w != NULL) {
+        sess_flush(s);
+        if (s->closing) return;
+    }
     s->up_state = UP_SHUT;
     if (uv_shutdown(&s->shutdown_req, &s->up.stream, NULL) < 0) s->up_state = UP_GONE;
 }
@@ -68,6 +76,7 @@ static void handle_closed(uv_handle_t *h) {
     resp_reply_free(&s->rep);
     if (s->px->leases) lease_drop_conn(s->px->leases, s->conn_id);
     lp_str_free(&s->cap);
+    resp_reply_free(&s->ex.elem);
     lock_txn_free(&s->txn);
     lp_block_unref(s->in);
     lp_block_unref(s->rin);
@@ -204,6 +213,7 @@ int session_start(proxy *px) {
     s->conn_id = ++px->next_conn_id;
     pairing_init(&s->pg, px->auth_state == LP_AUTH_NOT_REQUIRED);
     resp_reply_init(&s->rep);
+    resp_reply_init(&s->ex.elem);
     int unix_client = px->listener.stream.type == UV_NAMED_PIPE;   /* the listener may come from systemd */
     if (unix_client) uv_pipe_init(px->loop, &s->client.pipe, 0);
     else uv_tcp_init(px->loop, &s->client.tcp);

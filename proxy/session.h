@@ -120,6 +120,17 @@ struct session {
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     lp_str cap;
+    /* An EXEC reply carrying rewritten commands is streamed element by element (replypath.c):
+     * the header is rewritten, the elements of lock commands are captured one at a time and
+     * go through the policy, the others are forwarded as they arrive. */
+    struct {
+        enum { EX_NONE, EX_HEADER, EX_ELEMS, EX_PASS } phase;
+        char hdr[32];             /* the "*<count>\r\n" line so far */
+        size_t hdr_len;
+        long long count, i;       /* elements in Redis's array; the one in progress */
+        lock_op *op;              /* the lock command element i answers, or NULL */
+        resp_reply elem;          /* frames the elements */
+    } ex;
     uint64_t conn_id;
     unsigned no_scripts : 1;      /* Redis refused a lock script (NOPERM): lock commands go as sent */
     /* Redis answered SYNC/PSYNC with the start of a replication stream: from then on bytes
@@ -164,6 +175,9 @@ void sess_emit(session *s, lp_out *o, lp_block *b, size_t off, size_t len);
 void sess_emit_copy(session *s, lp_out *o, const char *p, size_t len);
 void sess_flush(session *s);
 void sess_update_reading(session *s);
+/* Every byte the proxy holds for the session: both write queues, unread and held requests,
+ * queued local replies and the pending-request queue, a capture. hard-limit bounds it. */
+size_t sess_held_bytes(const session *s);
 
 /* reqpath.c */
 void lp_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *buf);

@@ -81,6 +81,29 @@ static int write_out(session *s, lp_out *o, uv_stream_t *dst, int *count) {
     return 0;
 }
 
+/* Bytes waiting in a libuv write queue plus those collected for it during this event. */
+static size_t queued(const uv_stream_t *st, const lp_out *o) {
+    return uv_stream_get_write_queue_size(st) + (o->w != NULL ? o->w->bytes : 0);
+}
+
+/* Bytes the proxy holds for s that only reading the upstream releases: requests held behind
+ * a lock command's (or an AUTH's) reply, its own replies queued behind replies still due,
+ * and a reply being captured for the policy. (The lock commands of an open transaction are
+ * not among them: the client's EXEC or DISCARD releases those, so they count against
+ * hard-limit only.) */
+static size_t own_bytes(const session *s) {
+    size_t n = s->pg.local_bytes + (size_t)s->pg.qlen * sizeof(pend) + s->cap.len;
+    if (s->hold && s->in != NULL) n += s->in->len - s->in_start;
+    return n;
+}
+
+size_t sess_held_bytes(const session *s) {
+    size_t n = queued(&s->client.stream, &s->to_client) + queued(&s->up.stream, &s->to_up) + s->cap.cap +
+               s->pg.local_bytes + (size_t)s->pg.qlen * sizeof(pend) + (s->pg.nmops > 0 ? s->pg.mops_bytes : 0);
+    if (s->in != NULL) n += s->in->cap;
+    return n;
+}
+
 /* Writes what the current event produced: one uv_write per direction. */
 void sess_flush(session *s) {
     /* A socket that refuses a write is gone: the session ends (write_out only reports). */
@@ -90,48 +113,52 @@ void sess_flush(session *s) {
         return;
     }
     if (s->closing) return;
-    size_t cq = uv_stream_get_write_queue_size(&s->client.stream);
-    if ((long long)cq > s->px->cfg->hard_limit) {
-        lp_logf("closing client=%s: %zu bytes waiting to be written, over hard-limit", s->peer, cq);
+    size_t held = sess_held_bytes(s);
+    if ((long long)held > s->px->cfg->hard_limit) {
+        lp_logf("closing client=%s: %zu bytes held for it (%zu waiting to be written to it), over hard-limit",
+                s->peer, held, uv_stream_get_write_queue_size(&s->client.stream));
         session_close(s);
         return;
     }
     sess_update_reading(s);
 }
 
-/* Backpressure: a side is read only while the other side's write queue is below the
- * high-water mark; once stopped it resumes below the low-water mark. */
+/* Backpressure, which never stops both sides for the proxy's own reasons:
+ *  - the upstream is read while the client's write queue is below the high-water mark (once
+ *    stopped, below the low-water mark): a client that does not read leaves the replies in
+ *    Redis's output buffer, as it would without the proxy;
+ *  - the client is read while the upstream's write queue is below the marks (Redis is not
+ *    reading: a direct client would wait as well) and, while the upstream is read, while the
+ *    bytes only upstream replies release (held requests, queued local replies, a capture)
+ *    are below them. When the upstream is not read those bytes cannot be released by it, so
+ *    the client is read on: a client that writes everything before it reads (redis-py's
+ *    Pipeline) finishes writing, then reads, and the upstream resumes.
+ * Whatever the proxy holds for the session is bounded by hard-limit (sess_flush). */
 void sess_update_reading(session *s) {
     if (s->closing) return;
     const lp_config *c = s->px->cfg;
-    size_t upq = uv_stream_get_write_queue_size(&s->up.stream);
-    size_t cq = uv_stream_get_write_queue_size(&s->client.stream);
+    long long cq = (long long)queued(&s->client.stream, &s->to_client);
+    long long upq = (long long)queued(&s->up.stream, &s->to_up);
 
-    /* While a lock command holds the requests behind it, reading goes on (no epoll change
-     * per lock command) but stops once high-water bytes are waiting. */
-    int held_full = s->hold && s->in != NULL && (long long)(s->in->len - s->in_start) > c->high_water;
-    int want_client = s->client_state < CL_STOPPED && !s->eof_seen && !held_full &&
-                      (sess_up_open(s) || s->up_state == UP_FAILED);
-    if (want_client) {
-        if (s->client_reading) want_client = (long long)upq <= c->high_water;
-        else want_client = (long long)upq <= c->low_water;
+    int want_up = sess_up_open(s) && cq <= (s->up_reading ? c->high_water : c->low_water);
+    if (want_up && !s->up_reading) {
+        if (uv_read_start(&s->up.stream, lp_alloc_up, sess_up_read_cb) == 0) s->up_reading = 1;
+        /* upstream-timeout counts only while the upstream is read. */
+        sess_arm_upstream_timer(s, 1);
+    } else if (!want_up && s->up_reading) {
+        uv_read_stop(&s->up.stream);
+        s->up_reading = 0;
+        sess_arm_upstream_timer(s, 1);
     }
+
+    long long mark = s->client_reading ? c->high_water : c->low_water;
+    int want_client = s->client_state < CL_STOPPED && !s->eof_seen &&
+                      (sess_up_open(s) || s->up_state == UP_FAILED) && upq <= mark &&
+                      (!s->up_reading || (long long)own_bytes(s) <= mark);
     if (want_client && !s->client_reading) {
         if (uv_read_start(&s->client.stream, lp_alloc_client, sess_client_read_cb) == 0) s->client_reading = 1;
     } else if (!want_client && s->client_reading) {
         uv_read_stop(&s->client.stream);
         s->client_reading = 0;
-    }
-
-    int want_up = sess_up_open(s);
-    if (want_up) {
-        if (s->up_reading) want_up = (long long)cq <= c->high_water;
-        else want_up = (long long)cq <= c->low_water;
-    }
-    if (want_up && !s->up_reading) {
-        if (uv_read_start(&s->up.stream, lp_alloc_up, sess_up_read_cb) == 0) s->up_reading = 1;
-    } else if (!want_up && s->up_reading) {
-        uv_read_stop(&s->up.stream);
-        s->up_reading = 0;
     }
 }

@@ -68,12 +68,15 @@ enum {
     FZ_RESET = 1 << 10,
     FZ_SELECT = 1 << 11,
     FZ_BADOPTS = 1 << 12,      /* SET with two TTL options, EXPIRE with two of NX/XX/GT/LT */
-    FZ_NCAT = 13
+    FZ_BIG = 1 << 13,          /* SET and GET of 256 KiB..8 MiB values (also inside MULTI),
+                                * in 30% of the rounds; half of those are written whole
+                                * before any read, then read slowly (fz_pipe.slow) */
+    FZ_NCAT = 14
 };
 
 static const char *const fz_cat_names[FZ_NCAT] = {
     "hostile-numbers", "tracking-loss", "setname-user", "auth", "multi", "client-reply",
-    "inline", "close", "hello", "eval", "reset", "select", "bad-options"
+    "inline", "close", "hello", "eval", "reset", "select", "bad-options", "big-values"
 };
 
 /* The categories left on by a comma-separated list of names; bails out on an unknown one. */
@@ -114,6 +117,9 @@ typedef struct fz_pipe {
     int unsure;                /* the model may be wrong: pair no reply with a request */
     int any_lock, any_ttl;
     int half_close;            /* shutdown(SHUT_WR) after the bytes */
+    int slow;                  /* write every byte before reading any, then read slowly
+                                * (64 KiB per side per poll tick), as redis-py's Pipeline
+                                * and a slow consumer do */
     unsigned used_cats;        /* categories the pipeline drew from */
 } fz_pipe;
 
@@ -129,6 +135,8 @@ typedef struct fz_gen_state {
     int reply_on_in;           /* commands until a scheduled CLIENT REPLY ON, 0 none */
     unsigned char used[200];   /* normal TTL durations taken in this pipeline */
     uint64_t used_hostile;     /* accepted hostile relative TTLs taken (bit per value and unit) */
+    unsigned big_set;          /* big1 (bit 0), big2 (bit 1) were SET in this pipeline */
+    int slow;                  /* this pipeline is written whole before any read (fz_pipe) */
     unsigned used_cats;        /* categories drawn from outside fz_gen_one() */
 } fz_gen_state;
 
@@ -259,6 +267,22 @@ static const char *fz_key(fz_rng *r)
     return keys[fz_below(r, 8)];
 }
 
+/* A value of 8 MiB (always when largest, else half the time), 256 KiB or 2 MiB (built once,
+ * kept until exit). */
+static const char *fz_big_value(fz_rng *r, int largest)
+{
+    static char *vals[3];
+    static const size_t sizes[3] = { 256 << 10, 2 << 20, 8 << 20 };
+    int i = largest || fz_pct(r, 50) ? 2 : fz_below(r, 2);
+    if (vals[i] == NULL) {
+        vals[i] = malloc(sizes[i] + 1);
+        if (vals[i] == NULL) bail_out("out of memory");
+        for (size_t j = 0; j < sizes[i]; j++) vals[i][j] = (char)('a' + j % 26);
+        vals[i][sizes[i]] = '\0';
+    }
+    return vals[i];
+}
+
 static const char *fz_value(fz_rng *r)
 {
     static const char *const vals[] = { "v1", "v2", "tok-a", "1" };
@@ -330,6 +354,7 @@ typedef struct fz_cmd {
     int argc;
     char num[3][32];           /* storage for numbers */
     char cased[FZ_ARGS][24];   /* storage for re-cased words */
+    int big;                   /* an argument is too long for an inline command */
 } fz_cmd;
 
 static void fz_add(fz_rng *r, fz_cmd *c, const char *word, int recase)
@@ -420,7 +445,7 @@ static void fz_gen_eval(fz_rng *r, fz_cmd *c)
 enum {
     K_SETNX, K_SET, K_EXPIRE, K_PERSIST, K_GETEX, K_DEL, K_GETSET, K_EVAL, K_TX, K_WATCH, K_RESET,
     K_HELLO, K_AUTH, K_SETNAME_USER, K_SELECT, K_CLIENT_SETNAME, K_CLIENT_REPLY, K_PING, K_GET,
-    K_TTL, K_TRACKING, K_EMPTY_LINE, K_KINDS
+    K_TTL, K_TRACKING, K_EMPTY_LINE, K_BIG, K_KINDS
 };
 
 /* One random command into c; may emit a MULTI first (tracking-loss commands go inside one). */
@@ -434,7 +459,7 @@ static void fz_gen_one(fz_rng *r, fz_gen_state *st, fz_pipe *pp, fz_cmd *c)
         [K_HELLO] = { 2, FZ_HELLO }, [K_AUTH] = { 1, FZ_AUTH }, [K_SETNAME_USER] = { 1, FZ_SETNAME_USER },
         [K_SELECT] = { 2, FZ_SELECT }, [K_CLIENT_SETNAME] = { 2, 0 }, [K_CLIENT_REPLY] = { 1, FZ_REPLY },
         [K_PING] = { 3, 0 }, [K_GET] = { 4, 0 }, [K_TTL] = { 4, 0 }, [K_TRACKING] = { 2, FZ_TRACKING },
-        [K_EMPTY_LINE] = { 1, FZ_INLINE },
+        [K_EMPTY_LINE] = { 1, FZ_INLINE }, [K_BIG] = { 8, FZ_BIG },
     };
     int total = 0, kind = 0;
     for (int i = 0; i < K_KINDS; i++) total += kinds[i].weight;
@@ -512,6 +537,19 @@ static void fz_gen_one(fz_rng *r, fz_gen_state *st, fz_pipe *pp, fz_cmd *c)
         else { fz_add(r, c, "CLIENT", 1); fz_add(r, c, "REPLY", 1); fz_add(r, c, t == 2 ? "OFF" : "SKIP", 1); }
         break;
     }
+    case K_BIG: {
+        /* Mostly a GET of a value SET earlier in the pipeline (the servers are flushed
+         * between rounds): large replies ahead of lock commands and large requests after. */
+        int k = fz_below(r, 2), get = ((st->big_set >> k) & 1) && fz_pct(r, 65);
+        c->big = 1;
+        fz_add(r, c, get ? "GET" : "SET", 1);
+        fz_add(r, c, k ? "big2" : "big1", 0);
+        if (!get) {
+            fz_add(r, c, fz_big_value(r, st->slow), 0);
+            st->big_set |= 1u << k;
+        }
+        break;
+    }
     default: break;            /* K_EMPTY_LINE: argc 0 */
     }
 }
@@ -521,11 +559,15 @@ FZ_FN void fz_gen(fz_rng *r, unsigned on, long long now_ms, fz_pipe *pp)
 {
     fz_gen_state st;
     memset(&st, 0, sizeof st);
-    st.on = on;
+    /* Large values in three rounds of ten (they rule out a close ending, see below). */
+    st.on = (on & FZ_BIG) && !fz_pct(r, 30) ? on & ~(unsigned)FZ_BIG : on;
+    /* Half of those are written whole before any read, with 8 MiB values: large replies
+     * ahead of a lock command and large requests behind it, the pattern that once stalled. */
+    st.slow = (st.on & FZ_BIG) && fz_pct(r, 50);
     st.now_ms = now_ms;
     hp_buf_reset(&pp->bytes);
     hp_buf_append(&pp->bytes, "", 0);
-    pp->n = pp->unsure = pp->any_lock = pp->any_ttl = pp->half_close = 0;
+    pp->n = pp->unsure = pp->any_lock = pp->any_ttl = pp->half_close = pp->slow = 0;
     pp->used_cats = 0;
     for (int n = 1 + fz_below(r, 30), i = 0; i < n && pp->n < FZ_MAX_REQ - 2; i++) {
         fz_cmd c;
@@ -541,11 +583,16 @@ FZ_FN void fz_gen(fz_rng *r, unsigned on, long long now_ms, fz_pipe *pp)
         } else {
             fz_gen_one(r, &st, pp, &c);
         }
-        int inl = (on & FZ_INLINE) && fz_pct(r, 10);
+        int inl = (on & FZ_INLINE) && !c.big && fz_pct(r, 10);
         if (inl) pp->used_cats |= FZ_INLINE;
         fz_emit(&st, pp, inl || c.argc == 0, c.argc, c.argv);
     }
     pp->used_cats |= st.used_cats;
+    pp->slow = st.slow && (pp->used_cats & FZ_BIG);
+    /* No close ending with large values: Redis drops the output it has not written when it
+     * closes (a protocol error) or reads EOF, so the reference would lose, by timing, large
+     * replies the proxy delivers (tests/faults/half_close.t covers those cases). */
+    if (pp->used_cats & FZ_BIG) return;
     if (!(on & FZ_CLOSE) || !fz_pct(r, 15)) return;
     pp->used_cats |= FZ_CLOSE;
     int end = fz_below(r, 5);

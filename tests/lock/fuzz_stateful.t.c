@@ -1,6 +1,8 @@
 /* A stateful, differential fuzzer of the lock path. Each round sends one random pipeline
  * (fuzz_gen.h: 1..30 commands on lock:1..4 and k1..k4, with transactions, CLIENT REPLY,
- * HELLO, AUTH, inline commands, half-closes) on three fresh connections at once:
+ * HELLO, AUTH, inline commands, half-closes, values up to 8 MiB; half the pipelines with
+ * large values are written whole before any read and then read slowly) on three fresh
+ * connections at once:
  *
  *     Redis A  (direct, the reference)
  *     audit proxy   -> Redis B   rule lock: audit     replies must be byte-identical
@@ -27,7 +29,7 @@
  *                      start empty, so a failure that needs earlier rounds may not recur)
  *   LP_FUZZ_SKIP=a,b   generator categories to leave out (fuzz_gen.h: hostile-numbers,
  *                      tracking-loss, setname-user, auth, multi, client-reply, inline, close,
- *                      hello, eval, reset, select, bad-options). Default: the categories of
+ *                      hello, eval, reset, select, bad-options, big-values). Default: the categories of
  *                      the reply-integrity issue still open (tracking-loss, client-reply:
  *                      replies lost or leaked when tracking is lost or CLIENT REPLY meets
  *                      a lock command); LP_FUZZ_SKIP= (empty) runs everything.
@@ -138,10 +140,10 @@ static void fz_scan(fz_side *s)
 
 /* ---- the exchange ---- */
 
-static void fz_read(fz_side *s, long long now)
+static void fz_read(fz_side *s, long long now, int slow)
 {
     char chunk[65536];
-    for (;;) {
+    for (int reads = 0; !slow || reads < 1; reads++) {
         ssize_t n = read(s->fd, chunk, sizeof chunk);
         if (n > 0) {
             hp_buf_append(&s->out, chunk, (size_t)n);
@@ -179,6 +181,12 @@ static void fz_exchange(fz_side *s, const fz_pipe *pp, int round)
         s[i].last = start;
         s[i].fd = hp_connect_proc(s[i].target, 5000);
         if (s[i].fd < 0) s[i].closed = 1, s[i].sent = pp->bytes.len;
+        if (pp->slow && s[i].fd >= 0) {
+            /* Small socket buffers: the peer's own buffering, not the kernel's, is tested. */
+            int small = 65536;
+            setsockopt(s[i].fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+            setsockopt(s[i].fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        }
         if (i > 0 && s[i].fd >= 0) {
             struct sockaddr_in me;
             socklen_t len = sizeof me;
@@ -190,7 +198,9 @@ static void fz_exchange(fz_side *s, const fz_pipe *pp, int round)
         struct pollfd pfd[NSIDES];
         for (int i = 0; i < NSIDES; i++) {
             pfd[i].fd = s[i].closed ? -1 : s[i].fd;
-            pfd[i].events = (short)(POLLIN | (s[i].sent < pp->bytes.len ? POLLOUT : 0));
+            /* A slow round reads nothing before everything is sent. */
+            int sending = s[i].sent < pp->bytes.len;
+            pfd[i].events = (short)((pp->slow && sending ? 0 : POLLIN) | (sending ? POLLOUT : 0));
             pfd[i].revents = 0;
         }
         poll(pfd, NSIDES, 10);
@@ -208,10 +218,12 @@ static void fz_exchange(fz_side *s, const fz_pipe *pp, int round)
                 shutdown(x->fd, SHUT_WR);
                 x->shut = 1;
             }
-            if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) fz_read(x, now);
+            if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) && !(pp->slow && x->sent < pp->bytes.len))
+                fz_read(x, now, pp->slow);
             all_sent &= x->sent == pp->bytes.len;
             if (x->last > last) last = x->last;
         }
+        if (pp->slow && all_sent) hp_sleep_ms(2);   /* a slow consumer: 64 KiB per 2 ms at most */
         long long quiet = now - last;
         if (all_sent && quiet >= idle_ms && (fz_agree(s) || quiet >= patience_ms)) break;
         if (now - start >= FZ_DEADLINE_MS) {
