@@ -11,6 +11,7 @@
 #include "policy/cmdargs.h"
 #include "policy/lua_scripts.h"   /* generated from policy/lua/ */
 #include "common/hash.h"
+#include "common/sha1.h"
 
 void lock_ctx_init(lock_ctx *ctx) {
     unsigned char b[6] = {0};
@@ -63,11 +64,47 @@ static void enc_side_keys(lp_str *s, const char *key, size_t keylen) {
     lp_str_free(&k);
 }
 
-/* ---- the lease cache: "c<conn>@<db>" -> "<id>\n<R|->\n<token>" ---- */
+/* ---- the lease cache: (key, "c<conn>@<db>") -> "<id>\n<R|->\n<SHA-1 of the token>" ----
+ *
+ * The cache holds no application bytes beyond a short key: a token is kept as its SHA-1
+ * (the scripts compare it with redis.sha1hex of the lock's value), and a key longer than
+ * LOCK_CACHE_KEY_MAX bytes is filed under "\xff#" and its SHA-1. So one entry costs a
+ * bounded number of bytes whatever the client sends, and the byte budget counts leases. */
 
 size_t lock_cache_owner(uint64_t conn_id, int db, char *buf, size_t cap) {
     int n = snprintf(buf, cap, "c%llu@%d", (unsigned long long)conn_id, db);
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+}
+
+size_t lock_cache_key(const char *key, size_t keylen, char buf[LOCK_CACHE_KEY_CAP], const char **out) {
+    if (keylen <= LOCK_CACHE_KEY_MAX) {
+        *out = key;
+        return keylen;
+    }
+    buf[0] = '\xff';
+    buf[1] = '#';
+    lp_sha1_hex(key, keylen, buf + 2);
+    *out = buf;
+    return 2 + LP_SHA1_HEX_LEN;
+}
+
+const lease *lock_cache_lookup(lease_table *t, const char *key, size_t keylen, uint64_t conn_id, int db) {
+    if (t == NULL) return NULL;
+    char owner[64], kb[LOCK_CACHE_KEY_CAP];
+    size_t ownerlen = lock_cache_owner(conn_id, db, owner, sizeof(owner));
+    const char *k;
+    size_t kl = lock_cache_key(key, keylen, kb, &k);
+    return lease_get(t, k, kl, owner, ownerlen);
+}
+
+/* Files (or refiles) the lease of key for a connection with value v. */
+static void cache_store(lease_table *t, const char *key, size_t keylen, uint64_t conn_id, int db,
+                        const lp_str *v, int64_t acquired_ms, int64_t deadline_ms) {
+    char owner[64], kb[LOCK_CACHE_KEY_CAP];
+    size_t ownerlen = lock_cache_owner(conn_id, db, owner, sizeof(owner));
+    const char *k;
+    size_t kl = lock_cache_key(key, keylen, kb, &k);
+    lease_put(t, k, kl, owner, ownerlen, v->p, v->len, conn_id, acquired_ms, deadline_ms, 1);
 }
 
 int lock_cache_value(const lease *l, char *id, size_t idcap, int *renewing, const char **token,
@@ -84,33 +121,57 @@ int lock_cache_value(const lease *l, char *id, size_t idcap, int *renewing, cons
 
 void lock_cache_put(lock_ctx *ctx, const lock_op *op, long long ttl_ms) {
     if (ctx->leases == NULL || op->nkeys < 1) return;
-    char owner[64];
-    size_t ownerlen = lock_cache_owner(op->conn_id, op->db, owner, sizeof(owner));
+    char sha[LP_SHA1_HEX_LEN + 1];
+    lp_sha1_hex(op->value, op->valuelen, sha);
     lp_str v = {0};
     lp_str_cstr(&v, op->id);
     lp_str_cstr(&v, op->renew ? "\nR\n" : "\n-\n");
-    lp_str_add(&v, op->value, op->valuelen);
-    lease_put(ctx->leases, op->keys[0].key, op->keys[0].keylen, owner, ownerlen, v.p, v.len, op->conn_id,
-              op->sent_ms, op->sent_ms + (ttl_ms > 0 ? ttl_ms : op->ttl_ms), 1);
+    lp_str_cstr(&v, sha);
+    cache_store(ctx->leases, op->keys[0].key, op->keys[0].keylen, op->conn_id, op->db, &v, op->sent_ms,
+                op->sent_ms + (ttl_ms > 0 ? ttl_ms : op->ttl_ms));
     lp_str_free(&v);
 }
 
 void lock_cache_del(lock_ctx *ctx, const lock_op *op, const char *key, size_t keylen) {
     if (ctx->leases == NULL) return;
-    char owner[64];
+    char owner[64], kb[LOCK_CACHE_KEY_CAP];
     size_t ownerlen = lock_cache_owner(op->conn_id, op->db, owner, sizeof(owner));
-    lease_del(ctx->leases, key, keylen, owner, ownerlen);
+    const char *k;
+    size_t kl = lock_cache_key(key, keylen, kb, &k);
+    lease_del(ctx->leases, k, kl, owner, ownerlen);
 }
 
-/* What this connection holds of key, per the cache: 1 with id and token set, or 0. */
+void lock_cache_stop_renewing(lock_ctx *ctx, const lock_op *op) {
+    if (ctx->leases == NULL || op->nkeys < 1) return;
+    const lock_key *k = &op->keys[0];
+    const lease *l = lock_cache_lookup(ctx->leases, k->key, k->keylen, op->conn_id, op->db);
+    char id[48];
+    int renewing;
+    const char *tok;
+    size_t toklen;
+    if (l == NULL || lock_cache_value(l, id, sizeof(id), &renewing, &tok, &toklen) < 0 || !renewing) return;
+    lp_str v = {0};
+    lp_str_cstr(&v, id);
+    lp_str_cstr(&v, "\n-\n");
+    lp_str_add(&v, tok, toklen);
+    int64_t acquired = l->acquired_ms, deadline = l->deadline_ms;
+    cache_store(ctx->leases, k->key, k->keylen, op->conn_id, op->db, &v, acquired, deadline);
+    lp_str_free(&v);
+}
+
+/* What this connection holds of key, per the cache: 1 with id and token (its SHA-1) set.
+ * 0 when the cache has nothing: id is then "" or, when the cache had to evict leases of
+ * this connection, the prefix every acquire id of this connection starts with (ending in
+ * ':'), with which the scripts find this connection's leases in the record and history. */
 static int cache_get(lock_ctx *ctx, const lock_client *c, const resp_arg *key, char id[48],
                      const char **token, size_t *tokenlen) {
     if (ctx->leases == NULL) return 0;
-    char owner[64];
-    size_t ownerlen = lock_cache_owner(c->conn_id, c->db, owner, sizeof(owner));
-    const lease *l = lease_get(ctx->leases, key->ptr, key->len, owner, ownerlen);
+    const lease *l = lock_cache_lookup(ctx->leases, key->ptr, key->len, c->conn_id, c->db);
     int renewing;
-    return l != NULL && lock_cache_value(l, id, 48, &renewing, token, tokenlen) == 0;
+    if (l != NULL && lock_cache_value(l, id, 48, &renewing, token, tokenlen) == 0) return 1;
+    if (lease_conn_lost(ctx->leases, c->conn_id))
+        snprintf(id, 48, "%s:%llx:", ctx->proxy_id, (unsigned long long)c->conn_id);
+    return 0;
 }
 
 /* ---- scripts ---- */
@@ -326,7 +387,8 @@ void lock_ev_op(lock_ctx *ctx, const lock_op *op, const lock_key *k, const char 
 static void enc_acquire(lock_ctx *ctx, lock_op *op, const lock_client *c, const policy_rule *r,
                         const char *unit, long long val, int get) {
     if (op->id[0] == '\0')
-        snprintf(op->id, sizeof(op->id), "%s:%llu", ctx->proxy_id, (unsigned long long)++ctx->next_acquire);
+        snprintf(op->id, sizeof(op->id), "%s:%llx:%llx", ctx->proxy_id, (unsigned long long)c->conn_id,
+                 (unsigned long long)++ctx->next_acquire);
     if (op->owner.len == 0) make_owner(ctx, r, c, &op->owner);
     lp_str args = {0}, via = {0};
     lp_str_cstr(&via, ctx->instance ? ctx->instance : "");

@@ -10,7 +10,9 @@
  * id, the last released one, the ids that ended by their TTL). Releases and renewals are
  * checked against the record, so any number of proxies may front one Redis and a proxy may
  * restart while locks are held. The proxy's memory (the lease cache) holds, per connection
- * and lock, the acquire id and token it got, for late detection and renewal only.
+ * and lock, the acquire id and the SHA-1 of the token it got, for late detection and renewal
+ * only, within a byte budget (lease_table_set_max_bytes); what it had to evict is found again
+ * in Redis (see lock_cache_lookup and the scripts' id prefixes).
  *
  * A decision is a lock_op. The proxy sends op->send (or the client's own bytes when
  * op->send is empty), pairs the reply frame with the op, and calls lock_op_reply() with it,
@@ -181,6 +183,13 @@ void lock_history_key(lp_str *out, const char *key, size_t keylen);
 
 /* The owner of a connection's leases in the lease cache ("c<conn>@<db>"). */
 size_t lock_cache_owner(uint64_t conn_id, int db, char *buf, size_t cap);
+/* The key the lease cache files a lock key under: the key itself up to LOCK_CACHE_KEY_MAX
+ * bytes, else "\xff#" and the key's SHA-1 in buf. Sets *out and returns its length. */
+#define LOCK_CACHE_KEY_MAX 64
+#define LOCK_CACHE_KEY_CAP 44
+size_t lock_cache_key(const char *key, size_t keylen, char buf[LOCK_CACHE_KEY_CAP], const char **out);
+/* The cached lease of a connection (conn_id, db) on a lock key, or NULL. */
+const lease *lock_cache_lookup(lease_table *t, const char *key, size_t keylen, uint64_t conn_id, int db);
 /* Reads a lease-cache value: the acquire id (NUL-terminated into id), whether the proxy
  * renews it, and the token. Returns 0, or -1 when it is not one. */
 int lock_cache_value(const lease *l, char *id, size_t idcap, int *renewing, const char **token,

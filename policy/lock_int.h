@@ -77,5 +77,7 @@ void lock_ev_op(lock_ctx *ctx, const lock_op *op, const lock_key *k, const char 
 /* The lease cache: what this connection got for a key. */
 void lock_cache_put(lock_ctx *ctx, const lock_op *op, long long ttl_ms);
 void lock_cache_del(lock_ctx *ctx, const lock_op *op, const char *key, size_t keylen);
+/* The holder set its own TTL: the cached lease is marked as no longer renewed. */
+void lock_cache_stop_renewing(lock_ctx *ctx, const lock_op *op);
 
 #endif

@@ -103,26 +103,6 @@ static void reply_acquire(lock_ctx *ctx, lock_op *op, const char *frame, size_t 
     decode_done(&sr);
 }
 
-/* The holder set its own TTL: the proxy stops renewing that lease (it would shorten it). */
-static void stop_renewing(lock_ctx *ctx, lock_op *op) {
-    if (ctx->leases == NULL) return;
-    char owner[64], id[48];
-    size_t ownerlen = lock_cache_owner(op->conn_id, op->db, owner, sizeof(owner));
-    lock_key *k = &op->keys[0];
-    const lease *l = lease_get(ctx->leases, k->key, k->keylen, owner, ownerlen);
-    int renewing;
-    const char *tok;
-    size_t toklen;
-    if (l == NULL || lock_cache_value(l, id, sizeof(id), &renewing, &tok, &toklen) < 0 || !renewing) return;
-    lp_str v = {0};
-    lp_str_cstr(&v, id);
-    lp_str_cstr(&v, "\n-\n");
-    lp_str_add(&v, tok, toklen);
-    lease_put(ctx->leases, k->key, k->keylen, owner, ownerlen, v.p, v.len, op->conn_id, l->acquired_ms,
-              l->deadline_ms, 1);
-    lp_str_free(&v);
-}
-
 static void reply_expire(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, lp_str *out) {
     script_reply sr;
     if (decode(ctx, &sr, frame, len) < 0 || sr.r->elements != 2) {
@@ -132,7 +112,7 @@ static void reply_expire(lock_ctx *ctx, lock_op *op, const char *frame, size_t l
     }
     long long verdict = int_at(&sr, 0), res = int_at(&sr, 1);
     char detail[128];
-    if (verdict == V_OWN && res == 1 && op->keys[0].held) stop_renewing(ctx, op);
+    if (verdict == V_OWN && res == 1 && op->keys[0].held) lock_cache_stop_renewing(ctx, op);
     if (verdict == V_FOREIGN) {
         if (op->audit) snprintf(detail, sizeof(detail), "another owner's lock: enforce would apply PEXPIRE ... NX");
         else snprintf(detail, sizeof(detail), "another owner's lock: applied as PEXPIRE ... NX (%s)",

@@ -7,6 +7,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <netdb.h>
 #include "proxy/proxy.h"
 #include "proxy/buf.h"
@@ -56,11 +59,47 @@ static void audit_summary(void *ud, const audit_event *e, uint64_t suppressed) {
     if (n > 0 && px->audit) lp_auditlog_write(px->audit, line, n);
 }
 
+/* Memory the allocator keeps after a burst goes back to the system once more than this
+ * lies free in its arenas (glibc keeps freed heap memory, and raises its mmap threshold
+ * after large frees so that later large blocks come from the heap too). */
+#define TRIM_FREE_BYTES (8u << 20)
+
+static void trim_memory(void) {
+#if defined(__GLIBC__)
+    struct mallinfo2 mi = mallinfo2();
+    if (mi.fordblks > TRIM_FREE_BYTES) malloc_trim(0);
+#endif
+}
+
+/* Says once a minute at most that the lease cache evicts (see lease.h: what it forgot is
+ * found again in Redis). */
+static void report_evictions(proxy *px) {
+    uint64_t live = lease_evicted(px->leases, 1), dead = lease_evicted(px->leases, 0);
+    uint64_t now = uv_now(px->loop);
+    if (live + dead == px->evictions_logged || now - px->last_eviction_log < 60000) return;
+    lp_logf("lease cache full (%zu bytes, budget %lld): %llu live and %llu expired leases evicted so far",
+            lease_bytes(px->leases), px->cfg->lease_cache_bytes, (unsigned long long)live, (unsigned long long)dead);
+    px->evictions_logged = live + dead;
+    px->last_eviction_log = now;
+}
+
 static void sweep_cb(uv_timer_t *t) {
     proxy *px = t->data;
     probe_reap(px);
-    if (px->leases) lease_sweep(px->leases, (int64_t)uv_now(px->loop), LEASE_GRACE_MS);
+    if (px->leases) {
+        lease_sweep(px->leases, (int64_t)uv_now(px->loop), LEASE_GRACE_MS);
+        report_evictions(px);
+    }
     if (px->limiter) audit_limiter_flush(px->limiter, (int64_t)uv_now(px->loop), audit_summary, px);
+    trim_memory();
+}
+
+void proxy_log_memory(proxy *px) {
+    lp_logf("memory: lease cache %zu leases, %zu bytes (budget %lld), evicted %llu live %llu expired; "
+            "renewing %zu locks; rate limiter %zu identities",
+            lease_count(px->leases), lease_bytes(px->leases), px->cfg->lease_cache_bytes,
+            (unsigned long long)lease_evicted(px->leases, 1), (unsigned long long)lease_evicted(px->leases, 0),
+            lp_renewer_count(px->renewer), audit_limiter_count(px->limiter));
 }
 
 /* A new client. libuv keeps EMFILE from spinning the loop (it closes a reserved descriptor,
@@ -214,6 +253,7 @@ static void on_hup(uv_signal_t *sig, int signum) {
     proxy *px = sig->data;
     const char *path = px->cfg->policy_file;
     char err[512];
+    proxy_log_memory(px);
     /* The audit log is reopened too, for log rotation. */
     if (px->audit && lp_auditlog_reopen(px->audit, err, sizeof(err)) < 0)
         lp_logf("SIGHUP: audit log not reopened: %s", err);
@@ -303,6 +343,7 @@ int proxy_run(const lp_config *cfg) {
         }
         px.limiter = audit_limiter_new(1000, 10000);
         px.leases = lease_table_new(LEASE_MAX);
+        lease_table_set_max_bytes(px.leases, (size_t)cfg->lease_cache_bytes);
     }
     static char host[256];
     if (gethostname(host, sizeof(host) - 1) != 0) snprintf(host, sizeof(host), "localhost");

@@ -60,7 +60,13 @@ typedef struct proxy {
     int draining;
     uint64_t accept_errors;
     uint64_t last_emfile_log;
+    uint64_t evictions_logged, last_eviction_log;
 } proxy;
+
+/* Logs one "memory:" line with the sizes of the proxy's tables (lease cache bytes against
+ * its budget, evictions, renewals, rate limiter): written at each SIGHUP. The numbers come
+ * from lease_bytes(), lease_evicted(), lp_renewer_count() and audit_limiter_count(). */
+void proxy_log_memory(proxy *px);
 
 /* Runs the proxy until SIGTERM/SIGINT drain it. Returns the process exit status. */
 int proxy_run(const lp_config *cfg);
