@@ -1,4 +1,5 @@
 /* The listener, signals and shutdown. Sessions live in session.c. */
+#define _GNU_SOURCE   /* accept4 */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,6 +12,8 @@
 #include <malloc.h>
 #endif
 #include <netdb.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include "proxy/proxy.h"
 #include "proxy/buf.h"
 #include "proxy/upconn.h"
@@ -43,6 +46,9 @@ static void audit_sink(void *ud, const audit_event *e) {
 }
 
 static void probe_reap(proxy *px);
+
+/* A libuv error code from an errno value. */
+#define UV__ERR_OR(e) (-(e))
 
 /* Leases past their deadline are kept a while, so that a late DEL is still recognised as
  * late_release; then they go. */
@@ -83,6 +89,7 @@ static void report_evictions(proxy *px) {
     px->last_eviction_log = now;
 }
 
+static void accept_report(proxy *px);
 static void sweep_cb(uv_timer_t *t) {
     proxy *px = t->data;
     probe_reap(px);
@@ -91,6 +98,7 @@ static void sweep_cb(uv_timer_t *t) {
         report_evictions(px);
     }
     if (px->limiter) audit_limiter_flush(px->limiter, (int64_t)uv_now(px->loop), audit_summary, px);
+    accept_report(px);
     trim_memory();
 }
 
@@ -102,18 +110,83 @@ void proxy_log_memory(proxy *px) {
             lp_renewer_count(px->renewer), audit_limiter_count(px->limiter));
 }
 
-/* A new client. libuv keeps EMFILE from spinning the loop (it closes a reserved descriptor,
- * accepts and drops the pending connection); failures are logged at most once a second. */
-static void on_connection(uv_stream_t *server, int status) {
-    proxy *px = server->data;
-    if (status == 0 && px->draining) return;
-    int rc = status < 0 ? status : session_start(px);
-    if (rc == 0) return;
+/* ---- accepting ----
+ *
+ * The proxy accepts for itself (a uv_poll on the listening socket) rather than through
+ * uv_listen: libuv handles EMFILE by dropping pending connections without telling the
+ * application, and every refused connection must be counted and logged. Out of descriptors,
+ * the proxy closes its reserved one, accepts and closes every pending connection, and takes
+ * the reserve back, so the loop does not spin on a listening socket it cannot serve; the
+ * refusals are logged at most once a second with their count. */
+
+#define ACCEPT_BATCH 256        /* connections accepted per wake-up, so others get a turn */
+#define ACCEPT_PAUSE_MS 100     /* no reserve descriptor: stop polling this long */
+
+/* Counts n refused connections (err: why) and logs at most once a second. */
+static void accept_refused(proxy *px, int err, unsigned n) {
     uint64_t now = uv_now(px->loop);
-    px->accept_errors++;
+    px->accept_errors += n;
+    px->last_accept_err = err;
     if (now - px->last_emfile_log >= 1000) {
-        lp_logf("accept failed: %s (%llu so far)", uv_strerror(rc), (unsigned long long)px->accept_errors);
+        lp_logf("accept failed: %s (%llu so far)", uv_strerror(err), (unsigned long long)px->accept_errors);
         px->last_emfile_log = now;
+        px->accept_errors_logged = px->accept_errors;
+    }
+}
+
+/* From the sweep timer: the refusals the rate limit held back get their line. */
+static void accept_report(proxy *px) {
+    if (px->accept_errors == px->accept_errors_logged || uv_now(px->loop) - px->last_emfile_log < 1000) return;
+    lp_logf("accept failed: %s (%llu so far)", uv_strerror(px->last_accept_err), (unsigned long long)px->accept_errors);
+    px->last_emfile_log = uv_now(px->loop);
+    px->accept_errors_logged = px->accept_errors;
+}
+
+static void accept_resume(uv_timer_t *t) {
+    proxy *px = t->data;
+    if (px->listening && !px->draining) uv_poll_start(&px->accept_poll, UV_READABLE, px->accept_cb);
+}
+
+/* Out of descriptors: drops what is pending with the reserve's help. */
+static void shed_pending(proxy *px, int fd, int err) {
+    unsigned n = 1;   /* the connection accept() could not take is still pending: counted here */
+    if (px->reserve_fd >= 0) {
+        close(px->reserve_fd);
+        px->reserve_fd = -1;
+        n = 0;
+        for (;;) {
+            int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+            if (c < 0) break;
+            close(c);
+            n++;
+        }
+        px->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    if (n == 0) n = 1;
+    accept_refused(px, err, n);
+    if (px->reserve_fd < 0) {
+        /* Nothing to shed with: pause, or the readable socket would spin the loop. */
+        uv_poll_stop(&px->accept_poll);
+        uv_timer_start(&px->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
+    }
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events) {
+    proxy *px = h->data;
+    (void)events;
+    if (status < 0 || px->draining) return;
+    int fd = px->listen_fd;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE) shed_pending(px, fd, UV__ERR_OR(errno));
+            else accept_refused(px, UV__ERR_OR(errno), 1);
+            return;
+        }
+        int rc = session_start(px, c);
+        if (rc < 0) accept_refused(px, rc, 1);
     }
 }
 
@@ -206,9 +279,22 @@ static void close_quietly(uv_handle_t *h) {
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* Stops accepting: the poll goes first, then the socket it watches. */
+static void stop_listening(proxy *px) {
+    if (px->polling) {
+        close_quietly((uv_handle_t *)&px->accept_poll);
+        close_quietly((uv_handle_t *)&px->accept_timer);
+        px->polling = 0;
+    }
+    if (px->reserve_fd >= 0) close(px->reserve_fd);
+    px->reserve_fd = -1;
+    if (px->listening) close_quietly((uv_handle_t *)&px->listener);
+    px->listening = 0;
+}
+
 /* Everything is closed: the loop ends once the last handle is. */
 void proxy_drained(proxy *px) {
-    if (px->listening) close_quietly((uv_handle_t *)&px->listener);
+    stop_listening(px);
     close_quietly((uv_handle_t *)&px->sig_term);
     close_quietly((uv_handle_t *)&px->sig_int);
     close_quietly((uv_handle_t *)&px->sig_hup);
@@ -235,8 +321,7 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
     px->draining = 1;
     lp_logf("%s: draining %d connection(s)", signum == SIGINT ? "SIGINT" : "SIGTERM", px->nclients);
     if (px->listening) {
-        close_quietly((uv_handle_t *)&px->listener);
-        px->listening = 0;
+        stop_listening(px);
         if (px->cfg->listen.is_unix) unlink(px->cfg->listen.path);
     }
     uv_timer_start(&px->drain_timer, drain_timeout, (uint64_t)px->cfg->shutdown_timeout_ms, 0);
@@ -312,7 +397,23 @@ static int start_listener(proxy *px, char *err, size_t errlen) {
     }
     px->listener.stream.data = px;
     px->listening = 1;
-    if (rc == 0) rc = uv_listen(&px->listener.stream, 511, on_connection);
+    uv_os_fd_t fd = -1;
+    if (rc == 0) rc = uv_fileno((uv_handle_t *)&px->listener, &fd);
+    if (rc == 0 && listen(fd, 511) != 0) rc = UV__ERR_OR(errno);
+    if (rc == 0) {
+        px->listen_fd = fd;
+        px->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        px->accept_cb = on_acceptable;
+        uv_timer_init(px->loop, &px->accept_timer);
+        px->accept_timer.data = px;
+        uv_unref((uv_handle_t *)&px->accept_timer);
+        rc = uv_poll_init_socket(px->loop, &px->accept_poll, fd);
+        if (rc == 0) {
+            px->accept_poll.data = px;
+            px->polling = 1;
+            rc = uv_poll_start(&px->accept_poll, UV_READABLE, on_acceptable);
+        }
+    }
     if (rc < 0) {
         char addr[300];
         lp_addr_format(a, addr, sizeof(addr));
@@ -326,6 +427,8 @@ int proxy_run(const lp_config *cfg) {
     proxy px;
     char err[600];
     memset(&px, 0, sizeof(px));
+    px.reserve_fd = -1;
+    px.listen_fd = -1;
     px.cfg = cfg;
     px.loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
@@ -363,7 +466,7 @@ int proxy_run(const lp_config *cfg) {
         proxy_forget_script_users(&px);
         audit_limiter_free(px.limiter);
         if (px.audit) lp_auditlog_close(px.audit);
-        if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
+        stop_listening(&px);
         uv_run(px.loop, UV_RUN_DEFAULT);
         uv_loop_close(px.loop);
         return 1;
