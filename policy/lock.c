@@ -521,49 +521,88 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
     return LOCK_SEND;
 }
 
-/* DEL/UNLINK k [k ...]: one atomic release.lua when any key is a lock key. */
+void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi) {
+    int start = op->del_next;
+    int end = op->del_chunk > 0 && op->nkeys - start > op->del_chunk ? start + op->del_chunk : op->nkeys;
+    lp_str args = {0}, modes = {0};
+    int nkeys = 0, nargs = 2;
+    lock_client c = {.conn_id = op->conn_id, .db = op->db};
+    for (int i = start; i < end; i++) {
+        lock_key *k = &op->keys[i];
+        resp_enc_arg(&args, k->key, k->keylen);
+        nkeys++;
+        if (k->mode == 'o') {
+            resp_enc_cstr(&modes, "o");
+            nargs++;
+            continue;
+        }
+        enc_side_keys(&args, k->key, k->keylen);
+        nkeys += 2;
+        char id[48] = "";
+        const char *tok = "";
+        size_t toklen = 0;
+        resp_arg key = {k->key, k->keylen};
+        k->held = cache_get(ctx, &c, &key, id, &tok, &toklen);
+        resp_enc_arg(&modes, &k->mode, 1);
+        resp_enc_cstr(&modes, id);
+        resp_enc_arg(&modes, tok, toklen);
+        nargs += 3;
+    }
+    resp_enc_cstr(&args, op->unlink ? "unlink" : "del");
+    resp_enc_arg(&args, op->owner.p, op->owner.len);
+    lp_str_add(&args, modes.p, modes.len);
+    lp_str_free(&op->send);
+    enc_script(op, lp_lua_release, lp_lua_release_sha, in_multi, nkeys, nkeys + nargs, &args);
+    op->del_start = start;
+    op->del_next = end;
+    lp_str_free(&args);
+    lp_str_free(&modes);
+}
+
+/* DEL/UNLINK k [k ...]: release.lua when any key is a lock key. Outside MULTI (with replies
+ * on) a command of more than LOCK_DEL_CHUNK keys goes in parts of that many, one after the
+ * other (lock_op_reply asks for each next one), so Redis never runs one long script; inside
+ * MULTI, or with replies off, it is one call. */
 static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, const resp_arg *argv, int exempt,
                               const char *frame, size_t framelen, lock_op **out) {
     int first = 1;
     while (first < argc && lock_rule(ctx, &argv[first]) == NULL) first++;
     if (first == argc) return LOCK_FORWARD;    /* no lock key: an ordinary DEL */
     lock_op *op = op_new(ctx, OP_DEL, NULL, c, frame, framelen);
-    lp_str args = {0}, modes = {0}, owner = {0};
-    int nkeys = 0, nargs = 2;
+    op->unlink = resp_command_lookup(&argv[0])->id == CMD_UNLINK;
+    int logged = 0;
+    long long more = 0;
+    const resp_arg *last = NULL;
+    char last_mode = 'r';
+    const policy_rule *last_rule = NULL;
     for (int i = 1; i < argc; i++) {
         const policy_rule *r = lock_rule(ctx, &argv[i]);
-        resp_enc_arg(&args, argv[i].ptr, argv[i].len);
-        nkeys++;
         if (r == NULL) {
             op_add_key(op, &argv[i], 'o', NULL);
-            resp_enc_cstr(&modes, "o");
-            nargs++;
             continue;
         }
-        if (owner.len == 0) make_owner(ctx, r, c, &owner);
+        if (op->owner.len == 0) make_owner(ctx, r, c, &op->owner);
         char mode = exempt ? 'x' : r->mode == POLICY_ENFORCE ? 'r' : 'a';
-        lock_key *k = op_add_key(op, &argv[i], mode, r);
-        if (!exempt)
+        op_add_key(op, &argv[i], mode, r);
+        if (exempt) continue;
+        if (logged < LOCK_DEL_EVENTS_MAX) {
+            logged++;
             ev_now(ctx, c, r, "del_unchecked", mode == 'r' ? "rewritten" : "forwarded", &argv[i],
                    mode == 'r' ? "checked against the lease record" : "unconditional delete of a lock key", NULL);
-        enc_side_keys(&args, argv[i].ptr, argv[i].len);
-        nkeys += 2;
-        char id[48] = "";
-        const char *tok = "";
-        size_t toklen = 0;
-        k->held = cache_get(ctx, c, &argv[i], id, &tok, &toklen);
-        resp_enc_arg(&modes, &mode, 1);
-        resp_enc_cstr(&modes, id);
-        resp_enc_arg(&modes, tok, toklen);
-        nargs += 3;
+        } else {
+            more++;
+            last = &argv[i];
+            last_mode = mode;
+            last_rule = r;
+        }
     }
-    resp_enc_cstr(&args, resp_command_lookup(&argv[0])->id == CMD_UNLINK ? "unlink" : "del");
-    resp_enc_arg(&args, owner.p, owner.len);
-    lp_str_add(&args, modes.p, modes.len);
-    enc_script(op, lp_lua_release, lp_lua_release_sha, c->in_multi, nkeys, nkeys + nargs, &args);
-    lp_str_free(&args);
-    lp_str_free(&modes);
-    lp_str_free(&owner);
+    if (more > 0) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "and %lld more lock keys of this command (not listed)", more);
+        ev_now(ctx, c, last_rule, "del_unchecked", last_mode == 'r' ? "rewritten" : "forwarded", last, detail, NULL);
+    }
+    op->del_chunk = c->in_multi || c->no_split ? 0 : LOCK_DEL_CHUNK;
+    lock_del_encode_part(ctx, op, c->in_multi);
     *out = op;
     return LOCK_SEND;
 }

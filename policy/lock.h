@@ -43,6 +43,7 @@ typedef struct lock_client {
     int in_multi;             /* the command is being queued by MULTI */
     int db;                   /* SELECTed database */
     int no_scripts;           /* Redis refused a script for this connection (NOPERM) */
+    int no_split;             /* replies are off: a command must go as one script call */
     const char *multi_setnx;  /* the key of a SETNX queued earlier in this MULTI, or NULL */
     size_t multi_setnx_len;
     const struct resp_command *cmd;   /* the command, looked up once per frame; NULL: look it up */

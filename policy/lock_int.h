@@ -51,7 +51,25 @@ struct lock_op {
     char client_name[64];
     size_t client_name_len;
     int has_name;
+    /* DEL/UNLINK, sent in parts of at most del_chunk keys (0: one part): the part in flight
+     * covers keys [del_start, del_next); del_total sums the parts' counts. */
+    int unlink;
+    int del_chunk, del_start, del_next;
+    long long del_total;
+    long long ev_more[5];     /* reply events left out per verdict (see lock_ev_capped) */
+    int ev_logged[5];
+    int ev_last[5];           /* the last key left out, per verdict */
+    const char *ev_act[5];    /* and its action */
 };
+
+/* A DEL/UNLINK is sent as several release.lua calls of this many keys each, so that Redis
+ * serves other clients between them. */
+#define LOCK_DEL_CHUNK 1000
+/* Events of one kind logged for one DEL; the rest are counted in one summary line. */
+#define LOCK_DEL_EVENTS_MAX 16
+
+/* Encodes the next part of a DEL op (keys from op->del_next) into op->send. */
+void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi);
 
 enum {
     OP_ACQUIRE = 1,     /* SETNX, SET NX: acquire.lua */

@@ -63,6 +63,7 @@ static void lock_client_of(session *s, const resp_command *cmd, lock_client *c) 
     c->wall_ms = lp_wall_ms();
     c->user = s->pg.user;
     c->user_len = s->pg.user_len;
+    c->no_split = pairing_silent(&s->pg);
     c->no_scripts = s->no_scripts || (s->px->n_noscript_users > 0 &&
                                       proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len));
 }
