@@ -176,16 +176,20 @@ static int cache_get(lock_ctx *ctx, const lock_client *c, const resp_arg *key, c
 
 /* ---- scripts ---- */
 
-/* Encodes EVALSHA (outside MULTI) with the EVAL fallback, or EVAL inside MULTI, where a
- * NOSCRIPT could not be retried. The keys and arguments after the script are in args. */
+/* Encodes EVALSHA with the EVAL fallback (outside MULTI), or EVALSHA alone inside MULTI,
+ * where a NOSCRIPT could not be retried: the proxy queues "EVAL <script> 0" (a no-op that
+ * loads it) ahead of the first EVALSHA of each script in a transaction (lock_op_preload),
+ * so Redis holds a 40-byte SHA per queued command instead of the script. The keys and
+ * arguments after the script are in args. */
 static void enc_script(lock_op *op, const char *script, const char *sha, int in_multi,
                        int nkeys, int nargs, const lp_str *args) {
     if (in_multi) {
         resp_enc_head(&op->send, 3 + nargs);
-        resp_enc_cstr(&op->send, "EVAL");
-        resp_enc_cstr(&op->send, script);
+        resp_enc_cstr(&op->send, "EVALSHA");
+        resp_enc_cstr(&op->send, sha);
         resp_enc_ll(&op->send, nkeys);
         lp_str_add(&op->send, args->p, args->len);
+        op->multi_script = script;
         return;
     }
     /* The EVAL that a NOSCRIPT needs is built only then (lock_op_retry): it carries the
@@ -331,7 +335,26 @@ void lock_op_free(lock_op *op) {
     free(op);
 }
 
-int lock_op_extra_elements(const lock_op *op) { return op->merged ? 1 : 0; }
+int lock_op_extra_elements(const lock_op *op) { return op->kind == OP_DROP ? -1 : op->merged ? 1 : 0; }
+
+unsigned lock_op_preload(const lock_op *op, lp_str *out) {
+    if (op == NULL || op->multi_script == NULL) return 0;
+    unsigned bit = op->multi_script == lp_lua_acquire ? 1u : op->multi_script == lp_lua_expire ? 2u : 4u;
+    if (out != NULL) {
+        resp_enc_head(out, 3);
+        resp_enc_cstr(out, "EVAL");
+        resp_enc_cstr(out, op->multi_script);
+        resp_enc_ll(out, 0);
+    }
+    return bit;
+}
+
+lock_op *lock_op_new_drop(void) {
+    lock_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) abort();
+    op->kind = OP_DROP;
+    return op;
+}
 
 int lock_op_is_setnx(const lock_op *op) {
     return op->kind == OP_ACQUIRE && op->shape == SHAPE_SETNX && !op->merged && !op->audit;

@@ -117,8 +117,18 @@ int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int64_t wall_ms, int argc, 
 /* 1 for a rewritten SETNX, the kind that may wait for its EXPIRE inside MULTI. */
 int lock_op_is_setnx(const lock_op *op);
 
-/* Extra EXEC elements this op makes: 1 for a merged SETNX+EXPIRE, else 0. */
+/* Extra EXEC elements this op makes: 1 for a merged SETNX+EXPIRE, -1 for an op of
+ * lock_op_new_drop (its element is left out), else 0. */
 int lock_op_extra_elements(const lock_op *op);
+
+/* An op queued in MULTI is an EVALSHA whose script must be loaded when EXEC runs it:
+ * returns which script (a bit: 1, 2 or 4; 0 when op needs none) and, when out is not NULL,
+ * appends "EVAL <script> 0" to it. The proxy queues that once per script and transaction
+ * before the first op needing it, with a drop op (lock_op_new_drop) for its EXEC element
+ * and its +QUEUED swallowed. */
+unsigned lock_op_preload(const lock_op *op, lp_str *out);
+/* An op for a command the proxy queued in MULTI itself: its EXEC element is left out. */
+lock_op *lock_op_new_drop(void);
 
 void lock_op_free(lock_op *op);
 
@@ -160,6 +170,7 @@ void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const 
  * forwards that SETNX's own EXPIRE). */
 typedef struct lock_txn {
     lock_op *held;
+    unsigned preloaded;       /* scripts queued for loading in this transaction (bits) */
     char *setnx_key;
     size_t setnx_len;
 } lock_txn;

@@ -51,6 +51,7 @@ struct lock_op {
     char client_name[64];
     size_t client_name_len;
     int has_name;
+    const char *multi_script; /* queued in MULTI as EVALSHA: the script it needs loaded */
     /* DEL/UNLINK, sent in parts of at most del_chunk keys (0: one part): the part in flight
      * covers keys [del_start, del_next); del_total sums the parts' counts. */
     int unlink;
@@ -76,7 +77,8 @@ enum {
     OP_EXPIRE,          /* EXPIRE family: expire.lua */
     OP_PERSIST,         /* refused: :0 */
     OP_DEL,             /* DEL/UNLINK with lock keys: release.lua */
-    OP_PASS             /* Redis refused scripts: the client's own command, reply unchanged */
+    OP_PASS,            /* Redis refused scripts: the client's own command, reply unchanged */
+    OP_DROP             /* the proxy's own command queued in MULTI: its EXEC element goes */
 };
 
 enum {

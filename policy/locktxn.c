@@ -83,6 +83,7 @@ void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const 
 }
 
 void lock_txn_begin(lock_txn *t) {
+    t->preloaded = 0;
     free(t->setnx_key);
     t->setnx_key = NULL;
     t->setnx_len = 0;

@@ -9,6 +9,9 @@
 -- holder's is refused; a lock without a record gets the command as the client sent it.
 -- Returns {verdict, reply}: verdict 0 the holder's, 1 another owner's, 2 late, 3 no record,
 -- 4 no such key; reply what the client's command answers. Errors come back unchanged.
+-- Called with no keys (EVAL of the body queued in MULTI before the EVALSHAs that need it,
+-- so that they find it loaded): nothing to do.
+if #KEYS == 0 then return 0 end
 local lock, rec, hist = KEYS[1], KEYS[2], KEYS[3]
 local v = redis.pcall('get', lock)
 if v == false then return {4, 0} end

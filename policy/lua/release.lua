@@ -13,6 +13,9 @@
 -- verdict * 10 + deleted, the verdict being 0 the requester's own lease, 1 another owner's,
 -- 2 late (the requester's lease ended by its TTL, the lock is someone else's now), 3 no record
 -- (taken outside lockproxy), 4 no such key.
+-- Called with no keys (EVAL of the body queued in MULTI before the EVALSHAs that need it,
+-- so that they find it loaded): nothing to do.
+if #KEYS == 0 then return 0 end
 local function mine(id, myid, pre)
   if not id then return false end
   if pre then return string.sub(id, 1, #myid) == myid end
