@@ -304,8 +304,11 @@ static void op_set_value(lock_op *op, const resp_arg *v) {
 }
 
 static lock_key *op_add_key(lock_op *op, const resp_arg *k, char mode, const policy_rule *r) {
-    op->keys = realloc(op->keys, sizeof(*op->keys) * (size_t)(op->nkeys + 1));
-    if (op->keys == NULL) abort();
+    if (op->nkeys == op->keys_cap) {   /* doubling: a DEL may name a million keys */
+        op->keys_cap = op->keys_cap ? op->keys_cap * 2 : 4;
+        op->keys = realloc(op->keys, sizeof(*op->keys) * (size_t)op->keys_cap);
+        if (op->keys == NULL) abort();
+    }
     lock_key *lk = &op->keys[op->nkeys++];
     memset(lk, 0, sizeof(*lk));
     lk->key = malloc(k->len + 1);

@@ -38,7 +38,7 @@ struct lock_op {
     char *value;              /* the token of an acquire */
     size_t valuelen;
     lock_key *keys;
-    int nkeys;
+    int nkeys, keys_cap;
     char id[48];              /* acquire id */
     lp_str owner;             /* acquire: the owner identity written in the record */
     long long ttl_ms;         /* the TTL an acquire asks for */

@@ -98,8 +98,12 @@ static void big_tokens(void)
     hp_sleep_ms(3000);
     long long after = rss_kb(px->pid);
     diag("proxy VmRSS: %lld kB before, peak %lld kB, %lld kB 3 s after", before, peak, after);
+#if defined(__SANITIZE_ADDRESS__)
+    skip(1, "AddressSanitizer's allocator keeps freed memory (quarantine): RSS says nothing here");
+#else
     ok(after >= 0 && after - before < 48 * 1024, "3 s later the proxy holds less than 48 MiB more than before (%lld kB more)",
        after - before);
+#endif
     unsigned long long leases = 0, bytes = 0, el = 0, ed = 0;
     ok(memory_line(px, &leases, &bytes, &el, &ed) == 0, "the proxy logs its memory line at SIGHUP");
     diag("lease cache: %llu leases, %llu bytes", leases, bytes);
