@@ -48,7 +48,7 @@ static void audit_sink(void *ud, const audit_event *e) {
 static void probe_reap(proxy *px);
 
 /* A libuv error code from an errno value. */
-#define UV__ERR_OR(e) (-(e))
+#define LP_UV_ERR(e) (-(e))
 
 /* Leases past their deadline are kept a while, so that a late DEL is still recognised as
  * late_release; then they go. */
@@ -142,9 +142,11 @@ static void accept_report(proxy *px) {
     px->accept_errors_logged = px->accept_errors;
 }
 
+static void on_acceptable(uv_poll_t *h, int status, int events);
+
 static void accept_resume(uv_timer_t *t) {
     proxy *px = t->data;
-    if (px->listening && !px->draining) uv_poll_start(&px->accept_poll, UV_READABLE, px->accept_cb);
+    if (px->listening && !px->draining) uv_poll_start(&px->accept_poll, UV_READABLE, on_acceptable);
 }
 
 /* Out of descriptors: drops what is pending with the reserve's help. */
@@ -181,8 +183,8 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
         if (c < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EMFILE || errno == ENFILE) shed_pending(px, fd, UV__ERR_OR(errno));
-            else accept_refused(px, UV__ERR_OR(errno), 1);
+            if (errno == EMFILE || errno == ENFILE) shed_pending(px, fd, LP_UV_ERR(errno));
+            else accept_refused(px, LP_UV_ERR(errno), 1);
             return;
         }
         int rc = session_start(px, c);
@@ -399,11 +401,10 @@ static int start_listener(proxy *px, char *err, size_t errlen) {
     px->listening = 1;
     uv_os_fd_t fd = -1;
     if (rc == 0) rc = uv_fileno((uv_handle_t *)&px->listener, &fd);
-    if (rc == 0 && listen(fd, 511) != 0) rc = UV__ERR_OR(errno);
+    if (rc == 0 && listen(fd, 511) != 0) rc = LP_UV_ERR(errno);
     if (rc == 0) {
         px->listen_fd = fd;
         px->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        px->accept_cb = on_acceptable;
         uv_timer_init(px->loop, &px->accept_timer);
         px->accept_timer.data = px;
         uv_unref((uv_handle_t *)&px->accept_timer);

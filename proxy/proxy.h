@@ -33,7 +33,6 @@ typedef struct proxy {
     int listening;
     uv_poll_t accept_poll;                 /* the listening socket, accepted by the proxy */
     uv_timer_t accept_timer;               /* resumes accepting after a pause at EMFILE */
-    uv_poll_cb accept_cb;
     int polling;
     int listen_fd;
     int reserve_fd;                        /* /dev/null, closed to shed connections at EMFILE */
