@@ -31,6 +31,7 @@ typedef struct entry {
 struct conn_list {
     uint64_t conn_id;
     size_t n;
+    int lost;                   /* an entry of it was evicted: kept until lease_drop_conn */
     entry *head;
     conn_list *next;            /* conn map chain */
 };
@@ -45,7 +46,21 @@ struct lease_table {
     size_t ncbuckets;           /* a power of two */
     size_t nconns;
     uint64_t seed;
+    size_t bytes;               /* entries and conn lists; the arrays are added by lease_bytes */
+    size_t max_bytes;           /* 0: no byte budget */
+    uint64_t evicted_live, evicted_expired;
 };
+
+/* What the allocator is taken to add to each allocation, so that many small leases are
+ * not undercounted. */
+#define ALLOC_OVERHEAD 16
+
+static size_t entry_bytes(size_t keylen, size_t ownerlen, size_t valuelen)
+{
+    return sizeof(entry) + keylen + 1 + ownerlen + 1 + ALLOC_OVERHEAD + valuelen + 1 + ALLOC_OVERHEAD;
+}
+
+#define CONN_BYTES (sizeof(conn_list) + ALLOC_OVERHEAD)
 
 /* ---- hashing ---- */
 
@@ -183,6 +198,7 @@ static int conn_link(lease_table *t, entry *e)
         c = calloc(1, sizeof(*c));
         if (c == NULL) return -1;
         c->conn_id = e->l.conn_id;
+        t->bytes += CONN_BYTES;
         size_t s = conn_slot(t, c->conn_id);
         c->next = t->cbuckets[s];
         t->cbuckets[s] = c;
@@ -197,7 +213,19 @@ static int conn_link(lease_table *t, entry *e)
     return 0;
 }
 
-/* Takes e out of its connection's list; frees the list when it becomes empty. */
+/* Unlinks the list c from the conn map and frees it. */
+static void conn_free(lease_table *t, conn_list *c)
+{
+    conn_list **pc = &t->cbuckets[conn_slot(t, c->conn_id)];
+    while (*pc != c) pc = &(*pc)->next;
+    *pc = c->next;
+    free(c);
+    t->nconns--;
+    t->bytes -= CONN_BYTES;
+}
+
+/* Takes e out of its connection's list; frees the list when it becomes empty, unless it
+ * remembers an eviction. */
 static void conn_unlink(lease_table *t, entry *e)
 {
     conn_list *c = e->conn;
@@ -207,12 +235,8 @@ static void conn_unlink(lease_table *t, entry *e)
     if (e->cnext) e->cnext->cprev = e->cprev;
     e->conn = NULL;
     e->cprev = e->cnext = NULL;
-    if (--c->n > 0) return;
-    conn_list **pc = &t->cbuckets[conn_slot(t, c->conn_id)];
-    while (*pc != c) pc = &(*pc)->next;
-    *pc = c->next;
-    free(c);
-    t->nconns--;
+    if (--c->n > 0 || c->lost) return;
+    conn_free(t, c);
 }
 
 /* ---- the table ---- */
@@ -312,8 +336,46 @@ static void remove_entry(lease_table *t, entry *e)
     }
 
     conn_unlink(t, e);
+    t->bytes -= entry_bytes(e->l.keylen, e->l.ownerlen, e->l.valuelen);
     free(e->l.value);
     free(e);
+}
+
+/* Evicts the entry with the earliest deadline (an expired one when there is any); its
+ * connection remembers that it lost an entry. */
+static void evict_one(lease_table *t, int64_t now_ms)
+{
+    entry *victim = t->heap[0];
+    if (victim->l.deadline_ms >= now_ms) t->evicted_live++;
+    else t->evicted_expired++;
+    if (victim->conn) victim->conn->lost = 1;
+    remove_entry(t, victim);
+}
+
+/* The bytes of the arrays, which grow with the number of entries. */
+static size_t array_bytes(const lease_table *t)
+{
+    return (t->nbuckets + t->heap_cap + t->ncbuckets) * sizeof(void *) + 3 * ALLOC_OVERHEAD;
+}
+
+/* Evicts until `need` more bytes fit in the budget (keep: an entry that must stay). */
+static void make_room(lease_table *t, size_t need, int64_t now_ms, const entry *keep)
+{
+    if (t->max_bytes == 0) return;
+    while (t->count > 0 && t->bytes + array_bytes(t) + need > t->max_bytes) {
+        if (t->heap[0] == keep) {
+            if (t->count == 1) return;
+            /* The kept entry is the earliest: take the earlier of its two children. */
+            size_t c = t->count > 2 && t->heap[2]->l.deadline_ms < t->heap[1]->l.deadline_ms ? 2 : 1;
+            entry *v = t->heap[c];
+            if (v->l.deadline_ms >= now_ms) t->evicted_live++;
+            else t->evicted_expired++;
+            if (v->conn) v->conn->lost = 1;
+            remove_entry(t, v);
+            continue;
+        }
+        evict_one(t, now_ms);
+    }
 }
 
 static char *dup_bytes(const void *p, size_t n)
@@ -330,6 +392,7 @@ static char *dup_bytes(const void *p, size_t n)
 static int insert_entry(lease_table *t, entry *e)
 {
     if (e->l.conn_scoped && conn_link(t, e) < 0) {
+        t->bytes -= entry_bytes(e->l.keylen, e->l.ownerlen, e->l.valuelen);
         free(e->l.value);
         free(e);
         return -1;
@@ -360,6 +423,8 @@ int lease_put(lease_table *t, const void *key, size_t keylen, const void *owner,
 
     if (e != NULL) {
         /* Replace in place; re-file it under its (possibly new) connection. */
+        t->bytes -= e->l.valuelen;
+        t->bytes += valuelen;
         free(e->l.value);
         e->l.value = v;
         e->l.valuelen = valuelen;
@@ -373,17 +438,17 @@ int lease_put(lease_table *t, const void *key, size_t keylen, const void *owner,
             remove_entry(t, e);
             return -1;
         }
+        make_room(t, 0, now_ms, e);
         return 0;
     }
 
-    int evicted_live = 0;
-    if (t->count >= t->max) {
-        /* The earliest deadline goes: an expired lease if there is any, else the live lease
-         * closest to its end. */
-        entry *victim = t->heap[0];
-        evicted_live = victim->l.deadline_ms >= now_ms;
-        remove_entry(t, victim);
-    }
+    uint64_t live_before = t->evicted_live;
+    if (t->count >= t->max) evict_one(t, now_ms);
+    /* The earliest deadlines go until the new entry fits: expired leases first, then the
+     * live leases closest to their end. */
+    size_t need = entry_bytes(keylen, ownerlen, valuelen) + (conn_scoped ? CONN_BYTES : 0);
+    make_room(t, need, now_ms, NULL);
+    int evicted_live = t->evicted_live != live_before;
     if (heap_reserve(t, t->count + 1) < 0) goto oom;
     e = malloc(sizeof(*e) + keylen + 1 + ownerlen + 1);
     if (e == NULL) goto oom;
@@ -403,6 +468,7 @@ int lease_put(lease_table *t, const void *key, size_t keylen, const void *owner,
     e->l.conn_scoped = conn_scoped;
     e->l.acquired_ms = now_ms;
     e->l.deadline_ms = deadline_ms;
+    t->bytes += entry_bytes(keylen, ownerlen, valuelen);
     if (insert_entry(t, e) < 0) return -1;
     return evicted_live;
 oom:
@@ -438,9 +504,11 @@ size_t lease_drop_conn(lease_table *t, uint64_t conn_id)
     if (t == NULL) return 0;
     conn_list *c = conn_find(t, conn_id);
     if (c == NULL) return 0;
-    /* remove_entry frees c together with its last entry: count first, then stop. */
+    /* The list goes with the connection, whether or not it lost entries. */
+    c->lost = 1;
     size_t n = c->n;
     for (size_t i = 0; i < n; i++) remove_entry(t, c->head);
+    conn_free(t, c);
     return n;
 }
 
@@ -488,4 +556,26 @@ size_t lease_count_live(const lease_table *t, int64_t now_ms)
 {
     if (t == NULL) return 0;
     return t->count - count_ended(t, 0, now_ms);
+}
+
+void lease_table_set_max_bytes(lease_table *t, size_t max_bytes)
+{
+    if (t != NULL) t->max_bytes = max_bytes;
+}
+
+size_t lease_bytes(const lease_table *t)
+{
+    return t ? t->bytes + array_bytes(t) : 0;
+}
+
+uint64_t lease_evicted(const lease_table *t, int live)
+{
+    return t == NULL ? 0 : live ? t->evicted_live : t->evicted_expired;
+}
+
+int lease_conn_lost(const lease_table *t, uint64_t conn_id)
+{
+    if (t == NULL) return 0;
+    const conn_list *c = conn_find(t, conn_id);
+    return c != NULL && c->lost;
 }

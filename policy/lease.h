@@ -7,9 +7,13 @@
  * owner is whatever the caller builds for the rule's scope ("conn:17", "addr:10.0.0.5",
  * "name:worker-3").
  *
- * Bounded: at most max_entries leases. When full, the lease with the earliest deadline goes
- * (an expired one when there is any). No sockets, no clock: callers pass the time in
- * (monotonic milliseconds).
+ * Bounded: at most max_entries leases, and, with lease_table_set_max_bytes, at most that many
+ * bytes (entries, their strings, the conn lists and the index arrays, each allocation counted
+ * with a fixed allocator overhead). When full, the leases with the earliest deadline go (the
+ * expired ones first) until the new one fits; a connection that lost a lease this way is
+ * marked (lease_conn_lost) until lease_drop_conn, so that its caller can tell "this
+ * connection never had it" from "the cache may have forgotten it". No sockets, no clock:
+ * callers pass the time in (monotonic milliseconds).
  *
  * Costs: put/get/set_deadline/del are O(1) average plus O(log n) for the deadline heap;
  * lease_drop_conn is O(leases of that connection); lease_sweep is O(removed * log n). */
@@ -82,5 +86,18 @@ size_t lease_count(const lease_table *t);
 /* Number of live leases (deadline_ms >= now_ms). O(leases that have ended and are still kept,
  * for their grace period), not O(all). Accepts NULL (0). */
 size_t lease_count_live(const lease_table *t, int64_t now_ms);
+
+/* Sets the byte budget (0: none). Takes effect at the next lease_put. */
+void lease_table_set_max_bytes(lease_table *t, size_t max_bytes);
+
+/* The bytes the table accounts for (see above); never above the budget after a lease_put
+ * unless one entry alone is larger. Accepts NULL (0). */
+size_t lease_bytes(const lease_table *t);
+
+/* How many leases were evicted to make room: live ones (live != 0) or expired ones. */
+uint64_t lease_evicted(const lease_table *t, int live);
+
+/* 1 when a lease of conn_id was evicted since its first lease (or since lease_drop_conn). */
+int lease_conn_lost(const lease_table *t, uint64_t conn_id);
 
 #endif

@@ -11,6 +11,7 @@
 #include "policy/cmdargs.h"
 #include "policy/lua_scripts.h"   /* generated from policy/lua/ */
 #include "common/hash.h"
+#include "common/sha1.h"
 
 void lock_ctx_init(lock_ctx *ctx) {
     unsigned char b[6] = {0};
@@ -63,11 +64,47 @@ static void enc_side_keys(lp_str *s, const char *key, size_t keylen) {
     lp_str_free(&k);
 }
 
-/* ---- the lease cache: "c<conn>@<db>" -> "<id>\n<R|->\n<token>" ---- */
+/* ---- the lease cache: (key, "c<conn>@<db>") -> "<id>\n<R|->\n<SHA-1 of the token>" ----
+ *
+ * The cache holds no application bytes beyond a short key: a token is kept as its SHA-1
+ * (the scripts compare it with redis.sha1hex of the lock's value), and a key longer than
+ * LOCK_CACHE_KEY_MAX bytes is filed under "\xff#" and its SHA-1. So one entry costs a
+ * bounded number of bytes whatever the client sends, and the byte budget counts leases. */
 
 size_t lock_cache_owner(uint64_t conn_id, int db, char *buf, size_t cap) {
     int n = snprintf(buf, cap, "c%llu@%d", (unsigned long long)conn_id, db);
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+}
+
+size_t lock_cache_key(const char *key, size_t keylen, char buf[LOCK_CACHE_KEY_CAP], const char **out) {
+    if (keylen <= LOCK_CACHE_KEY_MAX) {
+        *out = key;
+        return keylen;
+    }
+    buf[0] = '\xff';
+    buf[1] = '#';
+    lp_sha1_hex(key, keylen, buf + 2);
+    *out = buf;
+    return 2 + LP_SHA1_HEX_LEN;
+}
+
+const lease *lock_cache_lookup(lease_table *t, const char *key, size_t keylen, uint64_t conn_id, int db) {
+    if (t == NULL) return NULL;
+    char owner[64], kb[LOCK_CACHE_KEY_CAP];
+    size_t ownerlen = lock_cache_owner(conn_id, db, owner, sizeof(owner));
+    const char *k;
+    size_t kl = lock_cache_key(key, keylen, kb, &k);
+    return lease_get(t, k, kl, owner, ownerlen);
+}
+
+/* Files (or refiles) the lease of key for a connection with value v. */
+static void cache_store(lease_table *t, const char *key, size_t keylen, uint64_t conn_id, int db,
+                        const lp_str *v, int64_t acquired_ms, int64_t deadline_ms) {
+    char owner[64], kb[LOCK_CACHE_KEY_CAP];
+    size_t ownerlen = lock_cache_owner(conn_id, db, owner, sizeof(owner));
+    const char *k;
+    size_t kl = lock_cache_key(key, keylen, kb, &k);
+    lease_put(t, k, kl, owner, ownerlen, v->p, v->len, conn_id, acquired_ms, deadline_ms, 1);
 }
 
 int lock_cache_value(const lease *l, char *id, size_t idcap, int *renewing, const char **token,
@@ -84,47 +121,75 @@ int lock_cache_value(const lease *l, char *id, size_t idcap, int *renewing, cons
 
 void lock_cache_put(lock_ctx *ctx, const lock_op *op, long long ttl_ms) {
     if (ctx->leases == NULL || op->nkeys < 1) return;
-    char owner[64];
-    size_t ownerlen = lock_cache_owner(op->conn_id, op->db, owner, sizeof(owner));
+    char sha[LP_SHA1_HEX_LEN + 1];
+    lp_sha1_hex(op->value, op->valuelen, sha);
     lp_str v = {0};
     lp_str_cstr(&v, op->id);
     lp_str_cstr(&v, op->renew ? "\nR\n" : "\n-\n");
-    lp_str_add(&v, op->value, op->valuelen);
-    lease_put(ctx->leases, op->keys[0].key, op->keys[0].keylen, owner, ownerlen, v.p, v.len, op->conn_id,
-              op->sent_ms, op->sent_ms + (ttl_ms > 0 ? ttl_ms : op->ttl_ms), 1);
+    lp_str_cstr(&v, sha);
+    cache_store(ctx->leases, op->keys[0].key, op->keys[0].keylen, op->conn_id, op->db, &v, op->sent_ms,
+                op->sent_ms + (ttl_ms > 0 ? ttl_ms : op->ttl_ms));
     lp_str_free(&v);
 }
 
 void lock_cache_del(lock_ctx *ctx, const lock_op *op, const char *key, size_t keylen) {
     if (ctx->leases == NULL) return;
-    char owner[64];
+    char owner[64], kb[LOCK_CACHE_KEY_CAP];
     size_t ownerlen = lock_cache_owner(op->conn_id, op->db, owner, sizeof(owner));
-    lease_del(ctx->leases, key, keylen, owner, ownerlen);
+    const char *k;
+    size_t kl = lock_cache_key(key, keylen, kb, &k);
+    lease_del(ctx->leases, k, kl, owner, ownerlen);
 }
 
-/* What this connection holds of key, per the cache: 1 with id and token set, or 0. */
+void lock_cache_stop_renewing(lock_ctx *ctx, const lock_op *op) {
+    if (ctx->leases == NULL || op->nkeys < 1) return;
+    const lock_key *k = &op->keys[0];
+    const lease *l = lock_cache_lookup(ctx->leases, k->key, k->keylen, op->conn_id, op->db);
+    char id[48];
+    int renewing;
+    const char *tok;
+    size_t toklen;
+    if (l == NULL || lock_cache_value(l, id, sizeof(id), &renewing, &tok, &toklen) < 0 || !renewing) return;
+    lp_str v = {0};
+    lp_str_cstr(&v, id);
+    lp_str_cstr(&v, "\n-\n");
+    lp_str_add(&v, tok, toklen);
+    int64_t acquired = l->acquired_ms, deadline = l->deadline_ms;
+    cache_store(ctx->leases, k->key, k->keylen, op->conn_id, op->db, &v, acquired, deadline);
+    lp_str_free(&v);
+}
+
+/* What this connection holds of key, per the cache: 1 with id and token (its SHA-1) set.
+ * 0 when the cache has nothing: id is then "" or, when the cache had to evict leases of
+ * this connection, the prefix every acquire id of this connection starts with (ending in
+ * ':'), with which the scripts find this connection's leases in the record and history. */
 static int cache_get(lock_ctx *ctx, const lock_client *c, const resp_arg *key, char id[48],
                      const char **token, size_t *tokenlen) {
     if (ctx->leases == NULL) return 0;
-    char owner[64];
-    size_t ownerlen = lock_cache_owner(c->conn_id, c->db, owner, sizeof(owner));
-    const lease *l = lease_get(ctx->leases, key->ptr, key->len, owner, ownerlen);
+    const lease *l = lock_cache_lookup(ctx->leases, key->ptr, key->len, c->conn_id, c->db);
     int renewing;
-    return l != NULL && lock_cache_value(l, id, 48, &renewing, token, tokenlen) == 0;
+    if (l != NULL && lock_cache_value(l, id, 48, &renewing, token, tokenlen) == 0) return 1;
+    if (lease_conn_lost(ctx->leases, c->conn_id))
+        snprintf(id, 48, "%s:%llx:", ctx->proxy_id, (unsigned long long)c->conn_id);
+    return 0;
 }
 
 /* ---- scripts ---- */
 
-/* Encodes EVALSHA (outside MULTI) with the EVAL fallback, or EVAL inside MULTI, where a
- * NOSCRIPT could not be retried. The keys and arguments after the script are in args. */
+/* Encodes EVALSHA with the EVAL fallback (outside MULTI), or EVALSHA alone inside MULTI,
+ * where a NOSCRIPT could not be retried: the proxy queues "EVAL <script> 0" (a no-op that
+ * loads it) ahead of the first EVALSHA of each script in a transaction (lock_op_preload),
+ * so Redis holds a 40-byte SHA per queued command instead of the script. The keys and
+ * arguments after the script are in args. */
 static void enc_script(lock_op *op, const char *script, const char *sha, int in_multi,
                        int nkeys, int nargs, const lp_str *args) {
     if (in_multi) {
         resp_enc_head(&op->send, 3 + nargs);
-        resp_enc_cstr(&op->send, "EVAL");
-        resp_enc_cstr(&op->send, script);
+        resp_enc_cstr(&op->send, "EVALSHA");
+        resp_enc_cstr(&op->send, sha);
         resp_enc_ll(&op->send, nkeys);
         lp_str_add(&op->send, args->p, args->len);
+        op->multi_script = script;
         return;
     }
     /* The EVAL that a NOSCRIPT needs is built only then (lock_op_retry): it carries the
@@ -239,8 +304,11 @@ static void op_set_value(lock_op *op, const resp_arg *v) {
 }
 
 static lock_key *op_add_key(lock_op *op, const resp_arg *k, char mode, const policy_rule *r) {
-    op->keys = realloc(op->keys, sizeof(*op->keys) * (size_t)(op->nkeys + 1));
-    if (op->keys == NULL) abort();
+    if (op->nkeys == op->keys_cap) {   /* doubling: a DEL may name a million keys */
+        op->keys_cap = op->keys_cap ? op->keys_cap * 2 : 4;
+        op->keys = realloc(op->keys, sizeof(*op->keys) * (size_t)op->keys_cap);
+        if (op->keys == NULL) abort();
+    }
     lock_key *lk = &op->keys[op->nkeys++];
     memset(lk, 0, sizeof(*lk));
     lk->key = malloc(k->len + 1);
@@ -270,7 +338,30 @@ void lock_op_free(lock_op *op) {
     free(op);
 }
 
-int lock_op_extra_elements(const lock_op *op) { return op->merged ? 1 : 0; }
+int lock_op_extra_elements(const lock_op *op) { return op->kind == OP_DROP ? -1 : op->merged ? 1 : 0; }
+
+unsigned lock_op_preload(const lock_op *op, lp_str *out) {
+    if (op == NULL || op->multi_script == NULL) return 0;
+    unsigned bit = op->multi_script == lp_lua_acquire   ? 1u
+                 : op->multi_script == lp_lua_expire  ? 2u
+                 : op->multi_script == lp_lua_release ? 4u
+                 : op->multi_script == lp_lua_persist ? 8u
+                                                      : 16u;
+    if (out != NULL) {
+        resp_enc_head(out, 3);
+        resp_enc_cstr(out, "EVAL");
+        resp_enc_cstr(out, op->multi_script);
+        resp_enc_ll(out, 0);
+    }
+    return bit;
+}
+
+lock_op *lock_op_new_drop(void) {
+    lock_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) abort();
+    op->kind = OP_DROP;
+    return op;
+}
 
 int lock_op_is_setnx(const lock_op *op) {
     return op->kind == OP_ACQUIRE && op->shape == SHAPE_SETNX && !op->merged && !op->audit;
@@ -326,7 +417,8 @@ void lock_ev_op(lock_ctx *ctx, const lock_op *op, const lock_key *k, const char 
 static void enc_acquire(lock_ctx *ctx, lock_op *op, const lock_client *c, const policy_rule *r,
                         const char *unit, long long val, int get) {
     if (op->id[0] == '\0')
-        snprintf(op->id, sizeof(op->id), "%s:%llu", ctx->proxy_id, (unsigned long long)++ctx->next_acquire);
+        snprintf(op->id, sizeof(op->id), "%s:%llx:%llx", ctx->proxy_id, (unsigned long long)c->conn_id,
+                 (unsigned long long)++ctx->next_acquire);
     if (op->owner.len == 0) make_owner(ctx, r, c, &op->owner);
     lp_str args = {0}, via = {0};
     lp_str_cstr(&via, ctx->instance ? ctx->instance : "");
@@ -459,49 +551,88 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
     return LOCK_SEND;
 }
 
-/* DEL/UNLINK k [k ...]: one atomic release.lua when any key is a lock key. */
+void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi) {
+    int start = op->del_next;
+    int end = op->del_chunk > 0 && op->nkeys - start > op->del_chunk ? start + op->del_chunk : op->nkeys;
+    lp_str args = {0}, modes = {0};
+    int nkeys = 0, nargs = 2;
+    lock_client c = {.conn_id = op->conn_id, .db = op->db};
+    for (int i = start; i < end; i++) {
+        lock_key *k = &op->keys[i];
+        resp_enc_arg(&args, k->key, k->keylen);
+        nkeys++;
+        if (k->mode == 'o') {
+            resp_enc_cstr(&modes, "o");
+            nargs++;
+            continue;
+        }
+        enc_side_keys(&args, k->key, k->keylen);
+        nkeys += 2;
+        char id[48] = "";
+        const char *tok = "";
+        size_t toklen = 0;
+        resp_arg key = {k->key, k->keylen};
+        k->held = cache_get(ctx, &c, &key, id, &tok, &toklen);
+        resp_enc_arg(&modes, &k->mode, 1);
+        resp_enc_cstr(&modes, id);
+        resp_enc_arg(&modes, tok, toklen);
+        nargs += 3;
+    }
+    resp_enc_cstr(&args, op->unlink ? "unlink" : "del");
+    resp_enc_arg(&args, op->owner.p, op->owner.len);
+    lp_str_add(&args, modes.p, modes.len);
+    lp_str_free(&op->send);
+    enc_script(op, lp_lua_release, lp_lua_release_sha, in_multi, nkeys, nkeys + nargs, &args);
+    op->del_start = start;
+    op->del_next = end;
+    lp_str_free(&args);
+    lp_str_free(&modes);
+}
+
+/* DEL/UNLINK k [k ...]: release.lua when any key is a lock key. Outside MULTI (with replies
+ * on) a command of more than LOCK_DEL_CHUNK keys goes in parts of that many, one after the
+ * other (lock_op_reply asks for each next one), so Redis never runs one long script; inside
+ * MULTI, or with replies off, it is one call. */
 static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, const resp_arg *argv, int exempt,
                               const char *frame, size_t framelen, lock_op **out) {
     int first = 1;
     while (first < argc && lock_rule(ctx, &argv[first]) == NULL) first++;
     if (first == argc) return LOCK_FORWARD;    /* no lock key: an ordinary DEL */
     lock_op *op = op_new(ctx, OP_DEL, NULL, c, frame, framelen);
-    lp_str args = {0}, modes = {0}, owner = {0};
-    int nkeys = 0, nargs = 2;
+    op->unlink = resp_command_lookup(&argv[0])->id == CMD_UNLINK;
+    int logged = 0;
+    long long more = 0;
+    const resp_arg *last = NULL;
+    char last_mode = 'r';
+    const policy_rule *last_rule = NULL;
     for (int i = 1; i < argc; i++) {
         const policy_rule *r = lock_rule(ctx, &argv[i]);
-        resp_enc_arg(&args, argv[i].ptr, argv[i].len);
-        nkeys++;
         if (r == NULL) {
             op_add_key(op, &argv[i], 'o', NULL);
-            resp_enc_cstr(&modes, "o");
-            nargs++;
             continue;
         }
-        if (owner.len == 0) make_owner(ctx, r, c, &owner);
+        if (op->owner.len == 0) make_owner(ctx, r, c, &op->owner);
         char mode = exempt ? 'x' : r->mode == POLICY_ENFORCE ? 'r' : 'a';
-        lock_key *k = op_add_key(op, &argv[i], mode, r);
-        if (!exempt)
+        op_add_key(op, &argv[i], mode, r);
+        if (exempt) continue;
+        if (logged < LOCK_DEL_EVENTS_MAX) {
+            logged++;
             ev_now(ctx, c, r, "del_unchecked", mode == 'r' ? "rewritten" : "forwarded", &argv[i],
                    mode == 'r' ? "checked against the lease record" : "unconditional delete of a lock key", NULL);
-        enc_side_keys(&args, argv[i].ptr, argv[i].len);
-        nkeys += 2;
-        char id[48] = "";
-        const char *tok = "";
-        size_t toklen = 0;
-        k->held = cache_get(ctx, c, &argv[i], id, &tok, &toklen);
-        resp_enc_arg(&modes, &mode, 1);
-        resp_enc_cstr(&modes, id);
-        resp_enc_arg(&modes, tok, toklen);
-        nargs += 3;
+        } else {
+            more++;
+            last = &argv[i];
+            last_mode = mode;
+            last_rule = r;
+        }
     }
-    resp_enc_cstr(&args, resp_command_lookup(&argv[0])->id == CMD_UNLINK ? "unlink" : "del");
-    resp_enc_arg(&args, owner.p, owner.len);
-    lp_str_add(&args, modes.p, modes.len);
-    enc_script(op, lp_lua_release, lp_lua_release_sha, c->in_multi, nkeys, nkeys + nargs, &args);
-    lp_str_free(&args);
-    lp_str_free(&modes);
-    lp_str_free(&owner);
+    if (more > 0) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "and %lld more lock keys of this command (not listed)", more);
+        ev_now(ctx, c, last_rule, "del_unchecked", last_mode == 'r' ? "rewritten" : "forwarded", last, detail, NULL);
+    }
+    op->del_chunk = c->in_multi || c->no_split ? 0 : LOCK_DEL_CHUNK;
+    lock_del_encode_part(ctx, op, c->in_multi);
     *out = op;
     return LOCK_SEND;
 }

@@ -10,7 +10,9 @@
  * id, the last released one, the ids that ended by their TTL). Releases and renewals are
  * checked against the record, so any number of proxies may front one Redis and a proxy may
  * restart while locks are held. The proxy's memory (the lease cache) holds, per connection
- * and lock, the acquire id and token it got, for late detection and renewal only.
+ * and lock, the acquire id and the SHA-1 of the token it got, for late detection and renewal
+ * only, within a byte budget (lease_table_set_max_bytes); what it had to evict is found again
+ * in Redis (see lock_cache_lookup and the scripts' id prefixes).
  *
  * A decision is a lock_op. The proxy sends op->send (or the client's own bytes when
  * op->send is empty), pairs the reply frame with the op, and calls lock_op_reply() with it,
@@ -41,6 +43,7 @@ typedef struct lock_client {
     int in_multi;             /* the command is being queued by MULTI */
     int db;                   /* SELECTed database */
     int no_scripts;           /* Redis refused a script for this connection (NOPERM) */
+    int no_split;             /* replies are off: a command must go as one script call */
     const char *multi_setnx;  /* the key of a SETNX queued earlier in this MULTI, or NULL */
     size_t multi_setnx_len;
     const struct resp_command *cmd;   /* the command, looked up once per frame; NULL: look it up */
@@ -114,8 +117,18 @@ int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int64_t wall_ms, int argc, 
 /* 1 for a rewritten SETNX, the kind that may wait for its EXPIRE inside MULTI. */
 int lock_op_is_setnx(const lock_op *op);
 
-/* Extra EXEC elements this op makes: 1 for a merged SETNX+EXPIRE, else 0. */
+/* Extra EXEC elements this op makes: 1 for a merged SETNX+EXPIRE, -1 for an op of
+ * lock_op_new_drop (its element is left out), else 0. */
 int lock_op_extra_elements(const lock_op *op);
+
+/* An op queued in MULTI is an EVALSHA whose script must be loaded when EXEC runs it:
+ * returns which script (a bit: 1, 2, 4, 8 or 16, one per script; 0 when op needs none) and, when out is not NULL,
+ * appends "EVAL <script> 0" to it. The proxy queues that once per script and transaction
+ * before the first op needing it, with a drop op (lock_op_new_drop) for its EXEC element
+ * and its +QUEUED swallowed. */
+unsigned lock_op_preload(const lock_op *op, lp_str *out);
+/* An op for a command the proxy queued in MULTI itself: its EXEC element is left out. */
+lock_op *lock_op_new_drop(void);
 
 void lock_op_free(lock_op *op);
 /* The bytes op holds (itself, its strings, its keys), for per-connection accounting. */
@@ -169,6 +182,7 @@ lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i);
  * forwards that SETNX's own EXPIRE). */
 typedef struct lock_txn {
     lock_op *held;
+    unsigned preloaded;       /* scripts queued for loading in this transaction (bits) */
     char *setnx_key;
     size_t setnx_len;
 } lock_txn;
@@ -193,6 +207,13 @@ void lock_history_key(lp_str *out, const char *key, size_t keylen);
 
 /* The owner of a connection's leases in the lease cache ("c<conn>@<db>"). */
 size_t lock_cache_owner(uint64_t conn_id, int db, char *buf, size_t cap);
+/* The key the lease cache files a lock key under: the key itself up to LOCK_CACHE_KEY_MAX
+ * bytes, else "\xff#" and the key's SHA-1 in buf. Sets *out and returns its length. */
+#define LOCK_CACHE_KEY_MAX 64
+#define LOCK_CACHE_KEY_CAP 44
+size_t lock_cache_key(const char *key, size_t keylen, char buf[LOCK_CACHE_KEY_CAP], const char **out);
+/* The cached lease of a connection (conn_id, db) on a lock key, or NULL. */
+const lease *lock_cache_lookup(lease_table *t, const char *key, size_t keylen, uint64_t conn_id, int db);
 /* Reads a lease-cache value: the acquire id (NUL-terminated into id), whether the proxy
  * renews it, and the token. Returns 0, or -1 when it is not one. */
 int lock_cache_value(const lease *l, char *id, size_t idcap, int *renewing, const char **token,

@@ -38,7 +38,7 @@ struct lock_op {
     char *value;              /* the token of an acquire */
     size_t valuelen;
     lock_key *keys;
-    int nkeys;
+    int nkeys, keys_cap;
     char id[48];              /* acquire id */
     lp_str owner;             /* acquire: the owner identity written in the record */
     long long ttl_ms;         /* the TTL an acquire asks for */
@@ -51,14 +51,34 @@ struct lock_op {
     char client_name[64];
     size_t client_name_len;
     int has_name;
+    const char *multi_script; /* queued in MULTI as EVALSHA: the script it needs loaded */
+    /* DEL/UNLINK, sent in parts of at most del_chunk keys (0: one part): the part in flight
+     * covers keys [del_start, del_next); del_total sums the parts' counts. */
+    int unlink;
+    int del_chunk, del_start, del_next;
+    long long del_total;
+    long long ev_more[5];     /* reply events left out per verdict (see lock_ev_capped) */
+    int ev_logged[5];
+    int ev_last[5];           /* the last key left out, per verdict */
+    const char *ev_act[5];    /* and its action */
 };
+
+/* A DEL/UNLINK is sent as several release.lua calls of this many keys each, so that Redis
+ * serves other clients between them. */
+#define LOCK_DEL_CHUNK 1000
+/* Events of one kind logged for one DEL; the rest are counted in one summary line. */
+#define LOCK_DEL_EVENTS_MAX 16
+
+/* Encodes the next part of a DEL op (keys from op->del_next) into op->send. */
+void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi);
 
 enum {
     OP_ACQUIRE = 1,     /* SETNX, SET NX: acquire.lua */
     OP_EXPIRE,          /* EXPIRE family: expire.lua */
     OP_PERSIST,         /* refused: :0 */
     OP_DEL,             /* DEL/UNLINK with lock keys: release.lua */
-    OP_PASS             /* Redis refused scripts: the client's own command, reply unchanged */
+    OP_PASS,            /* Redis refused scripts: the client's own command, reply unchanged */
+    OP_DROP             /* the proxy's own command queued in MULTI: its EXEC element goes */
 };
 
 enum {
@@ -77,5 +97,7 @@ void lock_ev_op(lock_ctx *ctx, const lock_op *op, const lock_key *k, const char 
 /* The lease cache: what this connection got for a key. */
 void lock_cache_put(lock_ctx *ctx, const lock_op *op, long long ttl_ms);
 void lock_cache_del(lock_ctx *ctx, const lock_op *op, const char *key, size_t keylen);
+/* The holder set its own TTL: the cached lease is marked as no longer renewed. */
+void lock_cache_stop_renewing(lock_ctx *ctx, const lock_op *op);
 
 #endif

@@ -103,26 +103,6 @@ static void reply_acquire(lock_ctx *ctx, lock_op *op, const char *frame, size_t 
     decode_done(&sr);
 }
 
-/* The holder set its own TTL: the proxy stops renewing that lease (it would shorten it). */
-static void stop_renewing(lock_ctx *ctx, lock_op *op) {
-    if (ctx->leases == NULL) return;
-    char owner[64], id[48];
-    size_t ownerlen = lock_cache_owner(op->conn_id, op->db, owner, sizeof(owner));
-    lock_key *k = &op->keys[0];
-    const lease *l = lease_get(ctx->leases, k->key, k->keylen, owner, ownerlen);
-    int renewing;
-    const char *tok;
-    size_t toklen;
-    if (l == NULL || lock_cache_value(l, id, sizeof(id), &renewing, &tok, &toklen) < 0 || !renewing) return;
-    lp_str v = {0};
-    lp_str_cstr(&v, id);
-    lp_str_cstr(&v, "\n-\n");
-    lp_str_add(&v, tok, toklen);
-    lease_put(ctx->leases, k->key, k->keylen, owner, ownerlen, v.p, v.len, op->conn_id, l->acquired_ms,
-              l->deadline_ms, 1);
-    lp_str_free(&v);
-}
-
 static void reply_expire(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, lp_str *out) {
     script_reply sr;
     if (decode(ctx, &sr, frame, len) < 0 || sr.r->elements != 2) {
@@ -132,7 +112,7 @@ static void reply_expire(lock_ctx *ctx, lock_op *op, const char *frame, size_t l
     }
     long long verdict = int_at(&sr, 0), res = int_at(&sr, 1);
     char detail[128];
-    if (verdict == V_OWN && res == 1 && op->keys[0].held) stop_renewing(ctx, op);
+    if (verdict == V_OWN && res == 1 && op->keys[0].held) lock_cache_stop_renewing(ctx, op);
     if (verdict == V_FOREIGN) {
         if (op->audit) snprintf(detail, sizeof(detail), "another owner's lock: enforce would apply PEXPIRE ... NX");
         else snprintf(detail, sizeof(detail), "another owner's lock: applied as PEXPIRE ... NX (%s)",
@@ -146,38 +126,70 @@ static void reply_expire(lock_ctx *ctx, lock_op *op, const char *frame, size_t l
     decode_done(&sr);
 }
 
-static void reply_del(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, lp_str *out) {
+/* A reply event of a DEL key: at most LOCK_DEL_EVENTS_MAX of one verdict per command, the
+ * others counted for the summary line that reply_del writes after the last part. */
+static void del_event(lock_ctx *ctx, lock_op *op, int ki, int verdict, const char *event, const char *action,
+                      const char *detail) {
+    if (op->ev_logged[verdict] < LOCK_DEL_EVENTS_MAX) {
+        op->ev_logged[verdict]++;
+        lock_ev_op(ctx, op, &op->keys[ki], event, action, detail, -1);
+    } else {
+        op->ev_more[verdict]++;
+        op->ev_last[verdict] = ki;
+        op->ev_act[verdict] = action;
+    }
+}
+
+/* One part's reply. Returns 1 when the next part has been encoded into op->retry (the
+ * caller sends it and hands its reply here again), 0 when the client's reply is in out. */
+static int reply_del(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, lp_str *out) {
     script_reply sr;
-    if (decode(ctx, &sr, frame, len) < 0 || (int)sr.r->elements != op->nkeys) {
+    int nkeys = op->del_next - op->del_start;
+    if (decode(ctx, &sr, frame, len) < 0 || (int)sr.r->elements != nkeys) {
         lp_str_add(out, frame, len);
         decode_done(&sr);
-        return;
+        return 0;
     }
-    long long total = 0;
-    for (int i = 0; i < op->nkeys; i++) {
-        lock_key *k = &op->keys[i];
+    for (int i = 0; i < nkeys; i++) {
+        int ki = op->del_start + i;
+        lock_key *k = &op->keys[ki];
         long long code = int_at(&sr, (size_t)i);
         if (k->mode == 'o') {
-            if (code > 0) total += code;
+            if (code > 0) op->del_total += code;
             continue;
         }
         long long verdict = code / 10, del = code % 10;
-        total += del;
+        op->del_total += del;
         const char *act = k->mode == 'r' ? (del ? "forwarded" : "refused") : "forwarded";
         if (verdict == V_OWN && del && k->held) lock_cache_del(ctx, op, k->key, k->keylen);
         if (k->mode == 'x') {
             if (verdict == V_FOREIGN || verdict == V_LATE)
-                lock_ev_op(ctx, op, k, "exempt_release", "forwarded", "an exempt client deleted another owner's lock", -1);
+                del_event(ctx, op, ki, V_FOREIGN, "exempt_release", "forwarded", "an exempt client deleted another owner's lock");
         } else if (verdict == V_FOREIGN) {
-            lock_ev_op(ctx, op, k, "foreign_release", act, "the lease record names another owner", -1);
+            del_event(ctx, op, ki, V_FOREIGN, "foreign_release", act, "the lease record names another owner");
         } else if (verdict == V_LATE) {
-            lock_ev_op(ctx, op, k, "late_release", act, "this connection's lease ended; the lock is someone else's", -1);
+            del_event(ctx, op, ki, V_LATE, "late_release", act, "this connection's lease ended; the lock is someone else's");
         } else if (verdict == V_NO_RECORD) {
-            lock_ev_op(ctx, op, k, "unknown_lease", "forwarded", "no lease record: deleted as asked", -1);
+            del_event(ctx, op, ki, V_NO_RECORD, "unknown_lease", "forwarded", "no lease record: deleted as asked");
         }
     }
-    resp_enc_num(out, ':', total);
     decode_done(&sr);
+    if (op->del_next < op->nkeys) {
+        lock_del_encode_part(ctx, op, 0);
+        lp_str_free(&op->retry);
+        lp_str_add(&op->retry, op->send.p, op->send.len);
+        return 1;
+    }
+    static const char *const event[5] = {NULL, "foreign_release", "late_release", "unknown_lease", NULL};
+    for (int v = V_FOREIGN; v <= V_NO_RECORD; v++) {
+        if (op->ev_more[v] == 0) continue;
+        lock_key *k = &op->keys[op->ev_last[v]];
+        char detail[128];
+        snprintf(detail, sizeof(detail), "and %lld more keys of this command with the same verdict (not listed)", op->ev_more[v]);
+        lock_ev_op(ctx, op, k, k->mode == 'x' ? "exempt_release" : event[v], op->ev_act[v], detail, -1);
+    }
+    resp_enc_num(out, ':', op->del_total);
+    return 0;
 }
 
 void lock_ctx_free(lock_ctx *ctx) {
@@ -191,11 +203,13 @@ void lock_op_sent_silently(lock_ctx *ctx, lock_op *op) {
 
 int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int in_exec, lp_str *out) {
     int err = len > 0 && (frame[0] == '-' || frame[0] == '!');
+    if (op->kind == OP_DROP) return LOCK_REPLY_DONE;
     if (op->kind == OP_PASS) {
         lp_str_add(out, frame, len);
         return LOCK_REPLY_DONE;
     }
     if (err && !in_exec && op->uses_sha && has_prefix(frame, len, "-NOSCRIPT")) {
+        lp_str_free(&op->retry);   /* it may hold the part just sent */
         lock_op_retry(op);  /* the EVAL */
         op->uses_sha = 0;
         return LOCK_REPLY_RETRY;
@@ -221,7 +235,9 @@ int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int
     switch (op->kind) {
     case OP_ACQUIRE: reply_acquire(ctx, op, frame, len, out); break;
     case OP_EXPIRE: reply_expire(ctx, op, frame, len, out); break;
-    case OP_DEL: reply_del(ctx, op, frame, len, out); break;
+    case OP_DEL:
+        if (reply_del(ctx, op, frame, len, out)) return LOCK_REPLY_RETRY;   /* the next part */
+        break;
     case OP_PERSIST: lp_str_cstr(out, ":0\r\n"); break;
     default: lp_str_add(out, frame, len); break;
     }

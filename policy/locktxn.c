@@ -107,6 +107,7 @@ lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i) {
 }
 
 void lock_txn_begin(lock_txn *t) {
+    t->preloaded = 0;
     free(t->setnx_key);
     t->setnx_key = NULL;
     t->setnx_len = 0;

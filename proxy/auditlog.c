@@ -43,7 +43,15 @@ struct lp_auditlog {
     size_t q_len, q_cap;
     uint64_t dropped;           /* not reported yet */
     uint64_t dropped_total;
+    struct reopen_req *reopening;   /* the open in flight on the thread pool, or NULL */
 };
+
+/* A reopen in flight. Its writer may be closed before it completes: l is then NULL and the
+ * callback closes what was opened. */
+typedef struct reopen_req {
+    uv_fs_t req;
+    lp_auditlog *l;
+} reopen_req;
 
 static void start_write(lp_auditlog *l);
 
@@ -139,6 +147,7 @@ static void out_done(lp_auditlog *l)
  * never initialised) and no write in flight. */
 static void free_all(lp_auditlog *l)
 {
+    if (l->reopening) l->reopening->l = NULL;
     if (l->own_fd && l->fd >= 0) close(l->fd);
     if (l->next_fd >= 0) close(l->next_fd);
     free(l->out);
@@ -211,7 +220,8 @@ static void write_cb(uv_fs_t *req)
  * queue as a new batch. Switches to a reopened file between batches' writes. */
 static void start_write(lp_auditlog *l)
 {
-    if (l->busy || (l->timer_init && uv_is_active((uv_handle_t *)&l->timer))) return;
+    /* While a reopen is in flight the queue waits for the new file (reopen_cb starts it). */
+    if (l->busy || l->reopening || (l->timer_init && uv_is_active((uv_handle_t *)&l->timer))) return;
     if (l->out_off >= l->out_len) {
         if (l->q_len == 0) return;
         char *spare = l->out;
@@ -287,14 +297,50 @@ void lp_auditlog_write(lp_auditlog *l, const char *line, size_t len)
     start_write(l);
 }
 
-int lp_auditlog_reopen(lp_auditlog *l, char *err, size_t errlen)
+/* The reopen's open() finished on the thread pool. */
+static void reopen_cb(uv_fs_t *req)
 {
-    if (l == NULL || l->path == NULL) return 0;
-    int fd = open_log(l->path, err, errlen);
-    if (fd < 0) return -1;
+    reopen_req *r = (reopen_req *)req;
+    lp_auditlog *l = r->l;
+    int fd = (int)req->result;
+    uv_fs_req_cleanup(req);
+    free(r);
+    if (l == NULL) {                  /* the writer was closed meanwhile */
+        if (fd >= 0) close(fd);
+        return;
+    }
+    l->reopening = NULL;
+    if (fd < 0) {
+        fprintf(stderr, "lockproxy: audit log %s not reopened, keeping the old file: %s\n", l->path, uv_strerror(fd));
+        if (!l->closing) start_write(l);
+        return;
+    }
     if (l->next_fd >= 0) close(l->next_fd);
     l->next_fd = fd;
     if (!l->busy) take_next_fd(l);
+    if (!l->closing) start_write(l);
+}
+
+int lp_auditlog_reopen(lp_auditlog *l, char *err, size_t errlen)
+{
+    if (l == NULL || l->path == NULL || l->closing) return 0;
+    if (l->reopening) return 0;       /* one in flight already: it opens the file as it is now */
+    reopen_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        snprintf(err, errlen, "log %s: out of memory", l->path);
+        return -1;
+    }
+    r->l = l;
+    /* O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of waiting for one;
+     * on the thread pool: a slow file system never holds up the loop either. */
+    int rc = uv_fs_open(l->loop, &r->req, l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644,
+                        reopen_cb);
+    if (rc < 0) {
+        free(r);
+        snprintf(err, errlen, "log %s: %s", l->path, uv_strerror(rc));
+        return -1;
+    }
+    l->reopening = r;
     return 0;
 }
 
@@ -349,11 +395,11 @@ void lp_auditlog_close(lp_auditlog *l)
     l->closing = 1;
     if (l->timer_init) uv_timer_stop(&l->timer);
 
-    if (l->busy) {
-        /* Let the write in flight finish; a timer bounds the wait. */
+    if (l->busy || l->reopening) {
+        /* Let the write and the reopen in flight finish; a timer bounds the wait. */
         ensure_timer(l);
         uv_timer_start(&l->timer, wake_cb, 20, 20);
-        while (l->busy && uv_hrtime() < deadline) uv_run(l->loop, UV_RUN_ONCE);
+        while ((l->busy || l->reopening) && uv_hrtime() < deadline) uv_run(l->loop, UV_RUN_ONCE);
         uv_timer_stop(&l->timer);
     }
     if (!l->busy) {

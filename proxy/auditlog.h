@@ -32,10 +32,12 @@ lp_auditlog *lp_auditlog_open(uv_loop_t *loop, const char *path, char *err, size
  * counted as dropped. Accepts NULL l (does nothing). */
 void lp_auditlog_write(lp_auditlog *l, const char *line, size_t len);
 
-/* Reopens the file by its path (after log rotation): lines from now on go to the new file;
- * the write in flight finishes on the old one, which is closed after it. Returns 0 (also for
- * stderr, which is left alone), or -1 with a message in err, in which case the old file is
- * kept. */
+/* Reopens the file by its path (after log rotation), without blocking the loop: the open
+ * runs on libuv's thread pool with O_NONBLOCK (a FIFO without a reader fails at once). Once
+ * it is open, lines go to the new file; the write in flight finishes on the old one, which
+ * is closed after it. When the open fails the old file is kept and a line saying so goes to
+ * stderr. Returns 0 when the reopen was started (or there is nothing to reopen: stderr, or
+ * one already in flight), -1 with a message in err when it could not be started. */
 int lp_auditlog_reopen(lp_auditlog *l, char *err, size_t errlen);
 
 /* Lines dropped so far (reported or not). */

@@ -24,6 +24,7 @@ void lp_config_defaults(lp_config *c)
     c->high_water = 1LL << 20;
     c->low_water = 256LL << 10;
     c->hard_limit = 2LL << 30;
+    c->lease_cache_bytes = 64LL << 20;
     c->connect_timeout_ms = 2000;
     c->upstream_timeout_ms = 60000;
     c->shutdown_timeout_ms = 5000;
@@ -94,6 +95,7 @@ static const directive directives[] = {
     {"high-water", D_MEM, F(high_water), 1, LLONG_MAX, "1"},
     {"low-water", D_MEM, F(low_water), 1, LLONG_MAX, "1"},
     {"hard-limit", D_MEM, F(hard_limit), 1, LLONG_MAX, "1"},
+    {"lease-cache-bytes", D_MEM, F(lease_cache_bytes), 64LL << 10, LLONG_MAX, "64kb"},
     {"connect-timeout", D_DUR, F(connect_timeout_ms), 1, LLONG_MAX, "1ms"},
     {"upstream-timeout", D_DUR, F(upstream_timeout_ms), 0, LLONG_MAX, "0"},
     {"shutdown-timeout", D_DUR, F(shutdown_timeout_ms), 1, LLONG_MAX, "1ms"},

@@ -22,6 +22,7 @@ typedef struct lp_config {
     long long high_water;           /* stop reading the source past this, default 1mb */
     long long low_water;            /* resume below this, default 256kb */
     long long hard_limit;           /* close a connection whose queue passes this, default 2gb */
+    long long lease_cache_bytes;    /* the lease cache's memory budget, default 64mb */
     long long connect_timeout_ms;   /* upstream connect timeout, default 2000 */
     long long upstream_timeout_ms;  /* silence of the upstream while a non-blocking request waits; 0 off; default 60000 */
     long long shutdown_timeout_ms;  /* SIGTERM drain bound, default 5000 */

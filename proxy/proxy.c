@@ -1,4 +1,5 @@
 /* The listener, signals and shutdown. Sessions live in session.c. */
+#define _GNU_SOURCE   /* accept4 */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -7,7 +8,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <netdb.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include "proxy/proxy.h"
 #include "proxy/buf.h"
 #include "proxy/upconn.h"
@@ -47,6 +53,9 @@ static void audit_sink(void *ud, const audit_event *e) {
 
 static void probe_reap(proxy *px);
 
+/* A libuv error code from an errno value. */
+#define LP_UV_ERR(e) (-(e))
+
 /* Leases past their deadline are kept a while, so that a late DEL is still recognised as
  * late_release; then they go. */
 #define LEASE_GRACE_MS (10 * 60 * 1000)
@@ -62,26 +71,131 @@ static void audit_summary(void *ud, const audit_event *e, uint64_t suppressed) {
     if (n > 0 && px->audit) lp_auditlog_write(px->audit, line, n);
 }
 
+/* Memory the allocator keeps after a burst goes back to the system once more than this
+ * lies free in its arenas (glibc keeps freed heap memory, and raises its mmap threshold
+ * after large frees so that later large blocks come from the heap too). */
+#define TRIM_FREE_BYTES (8u << 20)
+
+static void trim_memory(void) {
+#if defined(__GLIBC__)
+    struct mallinfo2 mi = mallinfo2();
+    if (mi.fordblks > TRIM_FREE_BYTES) malloc_trim(0);
+#endif
+}
+
+/* Says once a minute at most that the lease cache evicts (see lease.h: what it forgot is
+ * found again in Redis). */
+static void report_evictions(proxy *px) {
+    uint64_t live = lease_evicted(px->leases, 1), dead = lease_evicted(px->leases, 0);
+    uint64_t now = uv_now(px->loop);
+    if (live + dead == px->evictions_logged || now - px->last_eviction_log < 60000) return;
+    lp_logf("lease cache full (%zu bytes, budget %lld): %llu live and %llu expired leases evicted so far",
+            lease_bytes(px->leases), px->cfg->lease_cache_bytes, (unsigned long long)live, (unsigned long long)dead);
+    px->evictions_logged = live + dead;
+    px->last_eviction_log = now;
+}
+
+static void accept_report(proxy *px);
 static void sweep_cb(uv_timer_t *t) {
     proxy *px = t->data;
     probe_reap(px);
-    if (px->leases) lease_sweep(px->leases, (int64_t)uv_now(px->loop), LEASE_GRACE_MS);
+    if (px->leases) {
+        lease_sweep(px->leases, (int64_t)uv_now(px->loop), LEASE_GRACE_MS);
+        report_evictions(px);
+    }
     if (px->limiter) audit_limiter_flush(px->limiter, (int64_t)uv_now(px->loop), audit_summary, px);
+    accept_report(px);
+    trim_memory();
 }
 
-/* A new client. libuv keeps EMFILE from spinning the loop (it closes a reserved descriptor,
- * accepts and drops the pending connection); failures are logged at most once a second. */
-static void on_connection(uv_stream_t *server, int status) {
-    proxy *px = server->data;
-    if (status == 0 && px->draining) return;
-    int rc = status < 0 ? status : session_start(px);
-    if (rc == 0) return;
+void proxy_log_memory(proxy *px) {
+    lp_logf("memory: lease cache %zu leases, %zu bytes (budget %lld), evicted %llu live %llu expired; "
+            "renewing %zu locks; rate limiter %zu identities",
+            lease_count(px->leases), lease_bytes(px->leases), px->cfg->lease_cache_bytes,
+            (unsigned long long)lease_evicted(px->leases, 1), (unsigned long long)lease_evicted(px->leases, 0),
+            lp_renewer_count(px->renewer), audit_limiter_count(px->limiter));
+}
+
+/* ---- accepting ----
+ *
+ * The proxy accepts for itself (a uv_poll on the listening socket) rather than through
+ * uv_listen: libuv handles EMFILE by dropping pending connections without telling the
+ * application, and every refused connection must be counted and logged. Out of descriptors,
+ * the proxy closes its reserved one, accepts and closes every pending connection, and takes
+ * the reserve back, so the loop does not spin on a listening socket it cannot serve; the
+ * refusals are logged at most once a second with their count. */
+
+#define ACCEPT_BATCH 256        /* connections accepted per wake-up, so others get a turn */
+#define ACCEPT_PAUSE_MS 100     /* no reserve descriptor: stop polling this long */
+
+/* Counts n refused connections (err: why) and logs at most once a second. */
+static void accept_refused(proxy *px, int err, unsigned n) {
     uint64_t now = uv_now(px->loop);
-    px->accept_errors++;
-    px->m.refused_accept++;
+    px->accept_errors += n;
+    px->m.refused_accept += n;
+    px->last_accept_err = err;
     if (now - px->last_emfile_log >= 1000) {
-        lp_logf("accept failed: %s (%llu so far)", uv_strerror(rc), (unsigned long long)px->accept_errors);
+        lp_logf("accept failed: %s (%llu so far)", uv_strerror(err), (unsigned long long)px->accept_errors);
         px->last_emfile_log = now;
+        px->accept_errors_logged = px->accept_errors;
+    }
+}
+
+/* From the sweep timer: the refusals the rate limit held back get their line. */
+static void accept_report(proxy *px) {
+    if (px->accept_errors == px->accept_errors_logged || uv_now(px->loop) - px->last_emfile_log < 1000) return;
+    lp_logf("accept failed: %s (%llu so far)", uv_strerror(px->last_accept_err), (unsigned long long)px->accept_errors);
+    px->last_emfile_log = uv_now(px->loop);
+    px->accept_errors_logged = px->accept_errors;
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events);
+
+static void accept_resume(uv_timer_t *t) {
+    proxy *px = t->data;
+    if (px->listening && !px->draining) uv_poll_start(&px->accept_poll, UV_READABLE, on_acceptable);
+}
+
+/* Out of descriptors: drops what is pending with the reserve's help. */
+static void shed_pending(proxy *px, int fd, int err) {
+    unsigned n = 1;   /* the connection accept() could not take is still pending: counted here */
+    if (px->reserve_fd >= 0) {
+        close(px->reserve_fd);
+        px->reserve_fd = -1;
+        n = 0;
+        for (;;) {
+            int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+            if (c < 0) break;
+            close(c);
+            n++;
+        }
+        px->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    if (n == 0) n = 1;
+    accept_refused(px, err, n);
+    if (px->reserve_fd < 0) {
+        /* Nothing to shed with: pause, or the readable socket would spin the loop. */
+        uv_poll_stop(&px->accept_poll);
+        uv_timer_start(&px->accept_timer, accept_resume, ACCEPT_PAUSE_MS, 0);
+    }
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events) {
+    proxy *px = h->data;
+    (void)events;
+    if (status < 0 || px->draining) return;
+    int fd = px->listen_fd;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE) shed_pending(px, fd, LP_UV_ERR(errno));
+            else accept_refused(px, LP_UV_ERR(errno), 1);
+            return;
+        }
+        int rc = session_start(px, c);
+        if (rc < 0) accept_refused(px, rc, 1);
     }
 }
 
@@ -190,12 +304,25 @@ static void close_quietly(uv_handle_t *h) {
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* Stops accepting: the poll goes first, then the socket it watches. */
+static void stop_listening(proxy *px) {
+    if (px->polling) {
+        close_quietly((uv_handle_t *)&px->accept_poll);
+        close_quietly((uv_handle_t *)&px->accept_timer);
+        px->polling = 0;
+    }
+    if (px->reserve_fd >= 0) close(px->reserve_fd);
+    px->reserve_fd = -1;
+    if (px->listening) close_quietly((uv_handle_t *)&px->listener);
+    px->listening = 0;
+}
+
 /* Everything is closed: the loop ends once the last handle is. The signal handlers stay
  * installed (unreferenced, so they keep nothing alive) until proxy_run() has written the
  * last audit lines: a second SIGTERM or SIGINT meanwhile (an init system or a wrapper
  * script sending both) is ignored instead of killing the process mid-flush. */
 void proxy_drained(proxy *px) {
-    if (px->listening) close_quietly((uv_handle_t *)&px->listener);
+    stop_listening(px);
     uv_unref((uv_handle_t *)&px->sig_term);
     uv_unref((uv_handle_t *)&px->sig_int);
     uv_unref((uv_handle_t *)&px->sig_hup);
@@ -246,8 +373,7 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
     lp_logf("%s: draining %d connection(s)", signum == SIGINT ? "SIGINT" : "SIGTERM", px->nclients);
     lp_admin_drain(px->admin);
     if (px->listening) {
-        close_quietly((uv_handle_t *)&px->listener);
-        px->listening = 0;
+        stop_listening(px);
         if (px->cfg->listen.is_unix && !px->activated) unlink(px->cfg->listen.path);
     }
     uv_timer_start(&px->drain_timer, drain_timeout, (uint64_t)px->cfg->shutdown_timeout_ms, 0);
@@ -261,6 +387,7 @@ static void on_hup(uv_signal_t *sig, int signum) {
     proxy *px = sig->data;
     const char *path = px->cfg->policy_file;
     char err[512];
+    proxy_log_memory(px);
     /* The audit log is reopened too, for log rotation. */
     if (px->audit && lp_auditlog_reopen(px->audit, err, sizeof(err)) < 0)
         lp_logf("SIGHUP: audit log not reopened: %s", err);
@@ -349,13 +476,42 @@ static int start_listener(proxy *px, char *err, size_t errlen) {
             snprintf(err, errlen, "listen: %s: %s", a->host, gai_strerror(g));
             return -1;
         }
+        /* The socket is made and bound here rather than by uv_tcp_bind, which defers
+         * EADDRINUSE to uv_listen: the proxy calls listen(2) itself (it accepts for itself),
+         * and listen on a socket whose bind failed would quietly take an ephemeral port. */
         uv_tcp_init(px->loop, &px->listener.tcp);
-        rc = uv_tcp_bind(&px->listener.tcp, res->ai_addr, 0);
+        int sfd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (sfd < 0) rc = LP_UV_ERR(errno);
+        else if (setsockopt(sfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+                 bind(sfd, res->ai_addr, res->ai_addrlen) != 0) {
+            rc = LP_UV_ERR(errno);
+            close(sfd);
+        } else {
+            rc = uv_tcp_open(&px->listener.tcp, sfd);
+            if (rc < 0) close(sfd);
+        }
         freeaddrinfo(res);
     }
     px->listener.stream.data = px;
     px->listening = 1;
-    if (rc == 0) rc = uv_listen(&px->listener.stream, 511, on_connection);
+    uv_os_fd_t fd = -1;
+    if (rc == 0) rc = uv_fileno((uv_handle_t *)&px->listener, &fd);
+    /* A socket from systemd listens already, with the backlog its unit set. */
+    if (rc == 0 && !taken && listen(fd, 511) != 0) rc = LP_UV_ERR(errno);
+    if (rc == 0) {
+        px->listen_fd = fd;
+        px->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        uv_timer_init(px->loop, &px->accept_timer);
+        px->accept_timer.data = px;
+        uv_unref((uv_handle_t *)&px->accept_timer);
+        rc = uv_poll_init_socket(px->loop, &px->accept_poll, fd);
+        if (rc == 0) {
+            px->accept_poll.data = px;
+            px->polling = 1;
+            rc = uv_poll_start(&px->accept_poll, UV_READABLE, on_acceptable);
+        }
+    }
     if (rc < 0) {
         char addr[300];
         lp_addr_format(a, addr, sizeof(addr));
@@ -369,6 +525,8 @@ int proxy_run(const lp_config *cfg) {
     proxy px;
     char err[600];
     memset(&px, 0, sizeof(px));
+    px.reserve_fd = -1;
+    px.listen_fd = -1;
     px.cfg = cfg;
     px.loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
@@ -386,6 +544,7 @@ int proxy_run(const lp_config *cfg) {
         }
         px.limiter = audit_limiter_new(1000, 10000);
         px.leases = lease_table_new(LEASE_MAX);
+        lease_table_set_max_bytes(px.leases, (size_t)cfg->lease_cache_bytes);
     }
     static char host[256];
     if (gethostname(host, sizeof(host) - 1) != 0) snprintf(host, sizeof(host), "localhost");
@@ -406,7 +565,7 @@ int proxy_run(const lp_config *cfg) {
         proxy_forget_script_users(&px);
         audit_limiter_free(px.limiter);
         if (px.audit) lp_auditlog_close(px.audit);
-        if (px.listening) uv_close((uv_handle_t *)&px.listener, NULL);
+        stop_listening(&px);
         lp_sentinel_close(px.sentinel);
         uv_run(px.loop, UV_RUN_DEFAULT);
         uv_loop_close(px.loop);

@@ -30,8 +30,13 @@ typedef struct session session;
 typedef struct proxy {
     uv_loop_t *loop;
     const lp_config *cfg;
-    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; } listener;
+    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; } listener;   /* owns the socket */
     int listening;
+    uv_poll_t accept_poll;                 /* the listening socket, accepted by the proxy */
+    uv_timer_t accept_timer;               /* resumes accepting after a pause at EMFILE */
+    int polling;
+    int listen_fd;
+    int reserve_fd;                        /* /dev/null, closed to shed connections at EMFILE */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
     struct sockaddr_storage upstream_sa;   /* the newest address of a TCP upstream (resolve.h) */
@@ -60,20 +65,27 @@ typedef struct proxy {
     session *sessions;                     /* every open session, for shutdown */
     int nclients;
     int draining;
-    uint64_t accept_errors;
+    uint64_t accept_errors, accept_errors_logged;   /* refused connections; how many a line told */
     uint64_t last_emfile_log;
     struct lp_sentinel *sentinel;          /* upstream sentinel://: follows the master */
     int activated;                         /* the listener came from systemd (LISTEN_FDS) */
     uv_timer_t grace_timer;                /* SIGTERM: sessions run on this long, then drain */
     lp_metrics m;                          /* counters, loop thread only (proxy/metrics.h) */
     struct lp_admin *admin;                /* the admin listener, or NULL */
+    int last_accept_err;
+    uint64_t evictions_logged, last_eviction_log;
 } proxy;
+
+/* Logs one "memory:" line with the sizes of the proxy's tables (lease cache bytes against
+ * its budget, evictions, renewals, rate limiter): written at each SIGHUP. The numbers come
+ * from lease_bytes(), lease_evicted(), lp_renewer_count() and audit_limiter_count(). */
+void proxy_log_memory(proxy *px);
 
 /* Runs the proxy until SIGTERM/SIGINT drain it. Returns the process exit status. */
 int proxy_run(const lp_config *cfg);
 
 /* Session life cycle, in session.c. */
-int session_start(proxy *px);          /* accept one pending client */
+int session_start(proxy *px, int fd);  /* serve an accepted client; closes fd on failure */
 void session_drain(session *s);        /* stop reading; close once replies are flushed */
 void session_close(session *s);        /* close now */
 session *lp_session_next(session *s);

@@ -101,9 +101,12 @@ static void log_hold(lp_renewer *rn, const rentry *e, const char *event, const c
 static int still_wanted(lp_renewer *rn, const rentry *e) {
     lease_table *t = rn->px->leases;
     if (t == NULL) return 0;
-    char owner[64], id[48];
-    size_t ownerlen = lock_cache_owner(e->conn_id, e->db, owner, sizeof(owner));
-    const lease *l = lease_get(t, e->key, e->keylen, owner, ownerlen);
+    char id[48];
+    const lease *l = lock_cache_lookup(t, e->key, e->keylen, e->conn_id, e->db);
+    /* A cache that had to evict this connection's lease cannot say: renew while the record
+     * still holds the acquire id (renew.lua checks it) and the connection is open (its
+     * mark goes with lease_drop_conn). */
+    if (l == NULL) return lease_conn_lost(t, e->conn_id);
     int renewing;
     const char *tok;
     size_t toklen;

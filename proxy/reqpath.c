@@ -77,6 +77,7 @@ static void lock_client_of(session *s, const resp_command *cmd, lock_client *c) 
     c->wall_ms = lp_wall_ms();
     c->user = s->pg.user;
     c->user_len = s->pg.user_len;
+    c->no_split = pairing_silent(&s->pg);
     c->no_scripts = s->no_scripts || (s->px->n_noscript_users > 0 &&
                                       proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len));
 }
@@ -91,6 +92,22 @@ static int need_script_probe(session *s) {
            !proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len);
 }
 
+/* Before an op queued in MULTI as an EVALSHA: the first of its script in this transaction is
+ * preceded by "EVAL <script> 0", which loads it when EXEC runs (so a SCRIPT FLUSH between
+ * the queueing and EXEC cannot make it NOSCRIPT); its +QUEUED is swallowed and its EXEC
+ * element left out. */
+static void preload_script(session *s, const lock_op *op) {
+    unsigned bit = lock_op_preload(op, NULL);
+    if (bit == 0 || (s->txn.preloaded & bit)) return;
+    lp_str ev = {0};
+    lock_op_preload(op, &ev);
+    sess_emit_copy(s, &s->to_up, ev.p, ev.len);
+    lp_str_free(&ev);
+    pairing_push(&s->pg, PEND_SWALLOW);
+    pairing_add_multi_op(&s->pg, lock_op_new_drop());
+    s->txn.preloaded |= bit;
+}
+
 /* The request after a held SETNX (argc 0: none, the transaction ends) lets the SETNX go, with
  * Redis's +QUEUED for it swallowed (the client had one). An EXPIRE of its key merges into it:
  * then the EXPIRE is taken (1) and answered +QUEUED here; otherwise 0. */
@@ -99,6 +116,7 @@ static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t 
     int merged;
     lock_op *op = lock_txn_release(&s->txn, &s->px->lock, lp_wall_ms(), s->pg.in_multi ? s->req.argc : 0,
                                    s->req.argv, &merged);
+    preload_script(s, op);
     const lp_str *send = lock_op_send(op);
     sess_emit_copy(s, &s->to_up, send->p, send->len);
     pairing_push(&s->pg, PEND_SWALLOW);
@@ -162,6 +180,7 @@ static int lock_request(session *s, const resp_command *cmd, lp_block *b, size_t
         sess_queue_local(s, "+QUEUED\r\n", 9, 0);
         return 1;
     }
+    if (s->pg.in_multi) preload_script(s, op);
     const lp_str *send = lock_op_send(op);
     if (send->len > 0) {
         sess_emit_copy(s, &s->to_up, send->p, send->len);

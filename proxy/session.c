@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <ctype.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include "proxy/session.h"
 #include "proxy/resolve.h"
@@ -201,12 +202,15 @@ static void format_peer(session *s) {
     }
 }
 
-/* Accepts one client and starts connecting its upstream. Returns 0, or a libuv error when
- * nothing could be accepted. */
-int session_start(proxy *px) {
+/* Takes an accepted client socket (non-blocking) and starts connecting its upstream.
+ * Returns 0, or a libuv error when the client could not be served (fd is closed then). */
+int session_start(proxy *px, int fd) {
     const lp_config *c = px->cfg;
     session *s = calloc(1, sizeof(*s));
-    if (s == NULL) return UV_ENOMEM;
+    if (s == NULL) {
+        close(fd);
+        return UV_ENOMEM;
+    }
     s->px = px;
     resp_request_init(&s->req);
     s->req.max_bulk_len = c->proto_max_bulk_len;
@@ -227,8 +231,9 @@ int session_start(proxy *px) {
     px->sessions = s;
     px->nclients++;
 
-    int rc = uv_accept(&px->listener.stream, &s->client.stream);
+    int rc = c->listen.is_unix ? uv_pipe_open(&s->client.pipe, fd) : uv_tcp_open(&s->client.tcp, fd);
     if (rc < 0) {
+        close(fd);
         sess_client_to(s, CL_STOPPED);
         session_close(s);
         return rc;

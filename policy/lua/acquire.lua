@@ -10,6 +10,9 @@
 -- answer as SET ... NX GET; ARGV[9] the record's TTL in ms when the lock gets none.
 -- Returns {1, 0} when acquired, {0} when someone holds it ({0, old value} with 'get');
 -- an error Redis gives the SET comes back unchanged.
+-- Called with no keys (EVAL of the body queued in MULTI before the EVALSHAs that need it,
+-- so that they find it loaded): nothing to do.
+if #KEYS == 0 then return 0 end
 local unit, val = ARGV[2], ARGV[3]
 local cap = tonumber(ARGV[4])
 if cap > 0 and unit ~= 'none' then

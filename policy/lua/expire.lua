@@ -4,7 +4,7 @@
 -- read-only replica, -MASTERDOWN on a stale one, -NOREPLICAS) that runs under maxmemory.
 -- KEYS[1] the lock, KEYS[2] its lease record, KEYS[3] its history (see release.lua).
 -- ARGV[1] the requester's owner identity; ARGV[2] its acquire id on this connection ('' when
--- none); ARGV[3] its token; ARGV[4] 'pexpire' or 'pexpireat'; ARGV[5] the time in ms; ARGV[6]
+-- none, or a prefix ending in ':' as in release.lua); ARGV[3] its token's SHA-1; ARGV[4] 'pexpire' or 'pexpireat'; ARGV[5] the time in ms; ARGV[6]
 -- the cap in ms ('0': none); ARGV[7] 'e' (enforce) or 'a' (audit: the client's command runs
 -- as sent, and the verdict says what enforce would have done); ARGV[8..] the client's flags.
 -- The holder's command moves the lock and its record (capped); another owner's becomes
@@ -12,6 +12,9 @@
 -- holder's is refused; a lock without a record gets the command as the client sent it.
 -- Returns {verdict, reply}: verdict 0 the holder's, 1 another owner's, 2 late, 3 no record,
 -- 4 no such key; reply what the client's command answers. Errors come back unchanged.
+-- Called with no keys (EVAL of the body queued in MULTI before the EVALSHAs that need it,
+-- so that they find it loaded): nothing to do.
+if #KEYS == 0 then return 0 end
 local lock, rec, hist = KEYS[1], KEYS[2], KEYS[3]
 local v = redis.pcall('get', lock)
 if v == false then return {4, 0} end
@@ -31,14 +34,20 @@ if type(v) ~= 'string' then
 end
 local r = redis.call('hmget', rec, 'owner', 'id', 'token_sha1')
 local myid = ARGV[2]
+local pre = string.sub(myid, -1) == ':'
+local function mine(id)
+  if not id then return false end
+  if pre then return string.sub(id, 1, #myid) == myid end
+  return id == myid
+end
 local verdict
-if myid ~= '' and (r[2] == myid or (not r[1] and v == ARGV[3])) then
+if myid ~= '' and (mine(r[2]) or (not r[1] and not pre and redis.sha1hex(v) == ARGV[3])) then
   verdict = 0
 elseif myid ~= '' then
   local h = redis.call('hmget', hist, 'a', 'r', 'e')
-  local gone = (h[1] == myid and h[2] ~= myid)
+  local gone = (not pre and h[1] == myid and h[2] ~= myid)
   for id in string.gmatch(h[3] or '', '%S+') do
-    if id == myid then gone = true end
+    if mine(id) then gone = true end
   end
   if gone then verdict = 2 end
 end

@@ -151,6 +151,7 @@ static void test_defaults(void)
     is_int(c.high_water, 1 << 20, "high-water");
     is_int(c.low_water, 256 << 10, "low-water");
     is_int(c.hard_limit, 2LL << 30, "hard-limit");
+    is_int(c.lease_cache_bytes, 64LL << 20, "lease-cache-bytes");
     is_int(c.connect_timeout_ms, 2000, "connect-timeout");
     is_int(c.shutdown_timeout_ms, 5000, "shutdown-timeout");
     char host[256] = "";
@@ -182,6 +183,7 @@ static void test_file(void)
         "log /var/log/lockproxy.log\n"
         "maxclients 12\n"
         "proto-max-bulk-len 2mb\n"
+        "lease-cache-bytes 1MB\n"
         "client-query-buffer-limit 64MB\n"
         "high-water 100kb\n"
         "low-water 10kb\n"
@@ -200,6 +202,7 @@ static void test_file(void)
     ok(c.log_file == NULL, "log \"-\" is stderr");
     is_int(c.maxclients, 12, "maxclients");
     is_int(c.proto_max_bulk_len, 2 << 20, "proto-max-bulk-len");
+    is_int(c.lease_cache_bytes, 1 << 20, "lease-cache-bytes 1MB");
     is_int(c.client_query_buffer_limit, 64 << 20, "client-query-buffer-limit");
     is_int(c.high_water, 102400, "high-water");
     is_int(c.low_water, 10240, "low-water");
@@ -304,6 +307,8 @@ static void test_file_errors(void)
     file_error("proto-max-bulk-len lots\n", 1,
                "proto-max-bulk-len: bad size 'lots' (expected bytes, or e.g. 64kb, 512mb, 1gb)");
     file_error("proto-max-bulk-len 1kb\n", 1, "proto-max-bulk-len: '1kb' is too small (minimum 1mb)");
+    file_error("lease-cache-bytes 1kb\n", 1, "lease-cache-bytes: '1kb' is too small (minimum 64kb)");
+    file_error("lease-cache-bytes -5\n", 1, "lease-cache-bytes: bad size '-5' (expected bytes, or e.g. 64kb, 512mb, 1gb)");
     file_error("client-query-buffer-limit 1000000\n", 1,
                "client-query-buffer-limit: '1000000' is too small (minimum 1mb)");
     file_error("high-water 0\n", 1, "high-water: '0' is too small (minimum 1)");

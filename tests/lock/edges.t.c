@@ -251,6 +251,16 @@ static void test_script_flush(void)
     is_string(lk_show(r[1]), ":0", "SCRIPT FLUSH on the connection: the EXISTS behind it sees it gone");
     is_string(lk_show(r[2]), "+PONG", "SCRIPT FLUSH on the connection: replies in order");
     for (int i = 0; i < 3; i++) freeReplyObject(r[i]);
+
+    /* In MULTI each script is loaded once ahead of its first EVALSHA: DEL's release.lua
+     * and PERSIST's persist.lua are different scripts, each loaded, after a flush. */
+    is_string(lk_str(c, "SET lock:sf3 v"), "+OK", "SCRIPT FLUSH, MULTI: a lock taken outside the proxy's rules");
+    if (!hp_cmd_ok(redis, "SCRIPT FLUSH")) hp_abort("SCRIPT FLUSH failed");
+    int fd = lk_raw_open(proxy);
+    lk_raw_expect(fd, "MULTI\r\nDEL lock:none\r\nPERSIST lock:sf3\r\nPERSIST lock:sf3\r\nEXEC\r\n",
+                  "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:0\r\n:0\r\n:0\r\n",
+                  "SCRIPT FLUSH, MULTI: DEL then PERSIST of lock keys, both scripts loaded in the transaction");
+    close(fd);
     redisFree(c);
 }
 

@@ -214,6 +214,65 @@ static void test_bound(void)
     lease_table_free(t);
 }
 
+/* The byte budget: never passed after a put, expired leases go first, the connections that
+ * lost a lease are marked until lease_drop_conn, and the accounting returns to the empty
+ * table's once everything is gone. */
+static void test_bytes(void)
+{
+    lease_table *t = lease_table_new(1000000);
+    size_t empty = lease_bytes(t);
+    ok(empty > 0 && empty < 4096, "an empty table accounts for its arrays (%zu bytes)", empty);
+    lease_table_set_max_bytes(t, 64 * 1024);
+    static char v[1024];
+    memset(v, 'x', sizeof(v));
+    char key[32];
+    int over = 0;
+    /* conn 1: 50 leases expiring at 100; conn 2: live ones at 10000, many more than fit. */
+    for (int i = 0; i < 50; i++) {
+        int n = snprintf(key, sizeof(key), "old%d", i);
+        lease_put(t, key, (size_t)n, S("c1"), v, sizeof(v), 1, 0, 100, 1);
+        if (lease_bytes(t) > 64 * 1024) over++;
+    }
+    is_int((long long)lease_count(t), 50, "50 leases of 1 KiB fit in 64 KiB");
+    is_int(lease_conn_lost(t, 1), 0, "  conn 1 lost none");
+    for (int i = 0; i < 500; i++) {
+        int n = snprintf(key, sizeof(key), "new%d", i);
+        lease_put(t, key, (size_t)n, S("c2"), v, sizeof(v), 2, 200, 10000 + i, 1);
+        if (lease_bytes(t) > 64 * 1024) over++;
+    }
+    is_int(over, 0, "the accounted bytes never passed the budget (now %zu)", lease_bytes(t));
+    ok(lease_count(t) > 40 && lease_count(t) < 64, "  %zu leases of 1 KiB kept", lease_count(t));
+    is_int((long long)lease_evicted(t, 0), 50, "  the 50 expired leases went first");
+    ok(lease_evicted(t, 1) > 0, "  then the live ones closest to their end (%llu)", (unsigned long long)lease_evicted(t, 1));
+    ok(lease_get(t, S("new499"), S("c2")) != NULL && lease_get(t, S("new0"), S("c2")) == NULL,
+       "  the latest deadlines stay");
+    is_int(lease_conn_lost(t, 1), 1, "conn 1 is marked: it lost leases");
+    is_int(lease_conn_lost(t, 2), 1, "conn 2 is marked too");
+    is_int(lease_conn_lost(t, 3), 0, "an unknown connection is not");
+    /* A replaced value that grows evicts others, never itself. */
+    static char big[8192];
+    memset(big, 'y', sizeof(big));
+    lease_put(t, S("new499"), S("c2"), big, sizeof(big), 2, 300, 20000, 1);
+    ok(lease_get(t, S("new499"), S("c2")) != NULL && lease_get(t, S("new499"), S("c2"))->valuelen == sizeof(big),
+       "a replaced lease that grew stays");
+    ok(lease_bytes(t) <= 64 * 1024, "  within the budget (%zu)", lease_bytes(t));
+    is_int((long long)lease_drop_conn(t, 1), 0, "conn 1 has no lease left");
+    is_int(lease_conn_lost(t, 1), 0, "  and its mark goes with lease_drop_conn");
+    lease_drop_conn(t, 2);
+    is_int((long long)lease_count(t), 0, "everything dropped");
+    ok(lease_bytes(t) >= empty && lease_bytes(t) < empty + 16384,
+       "  the accounting is back to the arrays alone (%zu bytes; they do not shrink)", lease_bytes(t));
+    /* One entry larger than the whole budget is still kept (alone). */
+    lease_table_set_max_bytes(t, 100);
+    static char huge[4096];
+    lease_put(t, S("h"), S("c3"), huge, sizeof(huge), 3, 0, 1, 1);
+    is_int((long long)lease_count(t), 1, "an entry larger than the budget is kept alone");
+    lease_put(t, S("i"), S("c3"), S("v"), 3, 0, 2, 1);
+    is_int((long long)lease_count(t), 1, "  and goes for the next");
+    lease_table_free(t);
+    ok(lease_bytes(NULL) == 0 && lease_evicted(NULL, 1) == 0 && lease_conn_lost(NULL, 1) == 0, "NULL accepted");
+}
+
 /* ---- a randomised run against a plain model ---- */
 
 typedef struct model_entry {
@@ -404,6 +463,7 @@ int main(void)
     test_sweep();
     test_drop_conn();
     test_bound();
+    test_bytes();
     test_model();
     test_many();
     return 0;

@@ -161,8 +161,14 @@ static void test_decisions(void)
     m.in_multi = 1;
     lock_op *op = NULL;
     is_int(decide(&m, "PERSIST lock:a", &op), LOCK_SEND, "PERSIST in MULTI: something is queued");
-    ok(op && has(lock_op_send(op), "EVAL") && has(lock_op_send(op), "return 0"),
-       "  persist.lua as EVAL, whose element becomes :0");
+    ok(op && has(lock_op_send(op), "EVALSHA") && has(lock_op_send(op), lp_lua_persist_sha),
+       "  persist.lua as EVALSHA, whose element becomes :0");
+    unsigned persist_bit = lock_op_preload(op, NULL);
+    ok(persist_bit != 0, "  with a preload of its own");
+    lp_str pre = {0};
+    lock_op_preload(op, &pre);
+    ok(has(&pre, "return 0"), "  the preload carries persist.lua");
+    lp_str_free(&pre);
     lock_op_free(op);
     is_int(decide(&m, "SETNX lock:a v", &op), LOCK_SEND, "SETNX in MULTI");
     ok(op && has(lock_op_send(op), "EVAL") && !lock_op_uses_sha(op), "  as EVAL (a NOSCRIPT could not be retried)");
@@ -229,6 +235,8 @@ static void test_replies(void)
     lock_op_free(op);
 }
 
+#define TOK_A_SHA1 "b83a790ed1f56498f1f4f1bf76d2d08f8d35a12b"   /* printf tok-a | sha1sum */
+
 static void test_cache(void)
 {
     /* A connection that acquired passes its acquire id and token to the release; another
@@ -241,10 +249,12 @@ static void test_cache(void)
     lp_str_free(&out);
     lock_op_free(op);
     decide(&a, "DEL lock:c", &op);
-    ok(has(lock_op_send(op), "tok-a") && has(lock_op_send(op), ctx.proxy_id), "the holder's DEL carries its id and token");
+    /* The cache keeps the token's SHA-1 (sha1("tok-a")), never the token. */
+    ok(has(lock_op_send(op), TOK_A_SHA1) && has(lock_op_send(op), ctx.proxy_id), "the holder's DEL carries its id and its token's SHA-1");
+    ok(!has(lock_op_send(op), "tok-a"), "  and not the token");
     lock_op_free(op);
     decide(&b, "DEL lock:c", &op);
-    ok(!has(lock_op_send(op), "tok-a"), "another connection's DEL carries none");
+    ok(!has(lock_op_send(op), TOK_A_SHA1), "another connection's DEL carries none");
     lock_op_free(op);
     /* Owners: auto is the IP (or instance and address on loopback); connection is this
      * proxy and connection. */
