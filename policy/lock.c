@@ -105,6 +105,12 @@ void lock_cache_del(lock_ctx *ctx, const lock_op *op, const char *key, size_t ke
 /* What this connection holds of key, per the cache: 1 with id and token set, or 0. */
 static int cache_get(lock_ctx *ctx, const lock_client *c, const resp_arg *key, char id[48],
                      const char **token, size_t *tokenlen) {
+    const char *tid;
+    if (c->in_multi && lock_txn_lease(c->txn, key->ptr, key->len, c->db, &tid, token, tokenlen)) {
+        /* An acquire queued before it in this MULTI runs first in EXEC: its lease counts. */
+        snprintf(id, 48, "%s", tid);
+        return 1;
+    }
     if (ctx->leases == NULL) return 0;
     char owner[64];
     size_t ownerlen = lock_cache_owner(c->conn_id, c->db, owner, sizeof(owner));

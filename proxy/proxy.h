@@ -59,6 +59,7 @@ typedef struct proxy {
     int nclients;
     int draining;
     uint64_t accept_errors;
+    uint64_t unchecked_lock_cmds;          /* lock commands forwarded unchecked: tracking lost */
     uint64_t last_emfile_log;
 } proxy;
 

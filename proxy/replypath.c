@@ -25,7 +25,7 @@ void sess_queue_local(session *s, const char *bytes, size_t len, int close_after
 
 /* Stops pairing replies on this session: from now on bytes pass through both ways. */
 void sess_lose_tracking(session *s, const char *why) {
-    if (s->pg.raw) return;
+    if (pairing_lost(&s->pg)) return;
     lp_logf("tracking_lost client=%s: %s; passing bytes through", s->peer, why);
     if (s->px->lock.log != NULL && s->px->policy != NULL) {
         audit_event e;
@@ -42,7 +42,7 @@ void sess_lose_tracking(session *s, const char *why) {
         e.held_ms = -1;
         s->px->lock.log(s->px->lock.log_ud, &e);
     }
-    /* Replies still due are no longer paired; local replies queued behind them go now. */
+    /* Replies still due are paired and delivered as before; then bytes pass through. */
     pairing_lose(&s->pg);
     drain_locals(s);
 }
@@ -72,7 +72,11 @@ static void log_check_unavailable(session *s, const lock_op *op) {
 /* The reply to a rewritten command, kept whole while it arrived. */
 static void op_reply(session *s, pend *p, const char *f, size_t len) {
     lp_str out = {0};
-    if (p->kind == PEND_EXEC) {
+    if (p->kind == PEND_OP && p->exec_elem) {
+        /* An element of a split EXEC, in the protocol in force when it comes. */
+        lock_op_set_proto(p->op, s->pg.proto);
+        lock_op_reply(&s->px->lock, p->op, f, len, 1, &out);
+    } else if (p->kind == PEND_EXEC) {
         /* Replies are in the protocol in force when they come (a HELLO pipelined before the
          * command may have changed it since the command was decided). */
         lock_exec_reply(&s->px->lock, p->mops, p->nmops, s->pg.proto, f, len, &out);
@@ -92,7 +96,7 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
     }
     sess_emit_copy(s, &s->to_client, out.p, out.len);
     lp_str_free(&out);
-    if (p->kind == PEND_OP) s->hold = 0;
+    if (p->kind == PEND_OP && !p->exec_elem) s->hold = 0;
     pairing_pop(&s->pg);
 }
 
@@ -105,7 +109,7 @@ static void reply_done(session *s) {
     pair_reply v = pairing_reply(&s->pg, &s->rep, captured, px->auth_state);
     if (v.auth_required) px->auth_state = LP_AUTH_REQUIRED;
     if (v.auth_not_required) px->auth_state = LP_AUTH_NOT_REQUIRED;
-    if (v.auth_answered && s->hold) {
+    if ((v.auth_answered || v.release_hold) && s->hold) {
         pend *h = pairing_head(&s->pg);
         if (h == NULL || h->kind != PEND_OP) s->hold = 0;
     }
@@ -138,6 +142,19 @@ static void reply_done(session *s) {
     drain_locals(s);
 }
 
+/* The header line of a split EXEC (in s->cap) is in: the client gets the header it promises,
+ * and the elements are queued (pairing_exec_header). */
+static void exec_header(session *s) {
+    lp_str hdr = {0};
+    const char *lost = NULL;
+    if (pairing_exec_header(&s->pg, s->cap.p, s->cap.len, &hdr, &lost)) sess_emit_copy(s, &s->to_client, hdr.p, hdr.len);
+    else sess_emit_copy(s, &s->to_client, s->cap.p, s->cap.len);
+    lp_str_free(&hdr);
+    s->cap.len = 0;
+    if (lost != NULL) sess_lose_tracking(s, lost);
+    drain_locals(s);
+}
+
 static void process_upstream_input(session *s, size_t off, size_t len) {
     lp_block *b = s->rin;
     if (s->pg.raw) {
@@ -146,6 +163,27 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
     }
     size_t start = off, end = off + len;
     while (off < end && !s->closing) {
+        if (!s->rep_mid && !s->exec_header && pairing_wants_header(&s->pg)) {
+            /* A split EXEC: its header line alone, then its elements one by one. */
+            if (off > start) sess_emit(s, &s->to_client, b, start, off - start);
+            s->exec_header = 1;
+        }
+        if (s->exec_header) {
+            const char *nl = memchr(b->data + off, '\n', end - off);
+            size_t used = nl != NULL ? (size_t)(nl - (b->data + off)) + 1 : end - off;
+            lp_str_add(&s->cap, b->data + off, used);
+            off += used;
+            start = off;
+            if (nl == NULL && s->cap.len < 64) break;
+            s->exec_header = 0;
+            exec_header(s);
+            if (pairing_exec_done(&s->pg)) s->hold = 0;
+            if (s->pg.raw) {
+                sess_emit(s, &s->to_client, b, off, end - off);
+                return;
+            }
+            continue;
+        }
         if (!s->rep_mid) {
             /* A new frame: replies to rewritten commands are kept whole, not forwarded. */
             int cap = pairing_captures(&s->pg);
@@ -174,6 +212,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
         sess_emit(s, &s->to_client, b, start, off - start);
         start = off;
         reply_done(s);
+        if (pairing_exec_done(&s->pg)) s->hold = 0;
         if (s->pg.raw) {
             sess_emit(s, &s->to_client, b, off, end - off);
             return;

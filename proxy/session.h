@@ -112,9 +112,11 @@ struct session {
     lock_txn txn;                 /* the lock commands of a transaction (policy/lock.h) */
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
+    unsigned exec_header : 1;     /* reading a split EXEC's header line into cap (pairing.h) */
     lp_str cap;
     uint64_t conn_id;
     unsigned no_scripts : 1;      /* Redis refused a lock script (NOPERM): lock commands go as sent */
+    uint64_t unchecked;           /* lock commands forwarded unchecked after tracking was lost */
 
     /* client input */
     lp_block *in;                 /* block holding the frame in progress, or NULL */
