@@ -68,6 +68,7 @@ pend *pairing_push(lp_pairing *p, uint8_t kind) {
     memset(e, 0, sizeof(*e));
     e->kind = kind;
     e->n = 1;
+    if (kind != PEND_LOCAL && kind != PEND_SWALLOW) p->nexpected++;
     return e;
 }
 
@@ -92,8 +93,10 @@ void pairing_pop(lp_pairing *p) {
 void pairing_expect(lp_pairing *p, uint32_t n) {
     pend *t = tail(p);
     if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && !t->select &&
-        !t->setname && !t->reprobe && !t->acl_change && !t->exec_elem && t->n < UINT32_MAX - n)
+        !t->setname && !t->reprobe && !t->acl_change && !t->exec_elem && t->n < UINT32_MAX - n) {
         t->n += n;
+        p->nexpected += n;
+    }
     else pairing_push(p, PEND_PLAIN)->n = n;
 }
 
@@ -263,11 +266,29 @@ static int end_multi(lp_pairing *p, int exec, int silent, pair_req *v) {
     p->in_multi = 0;
     if (exec && was_multi && nms > 0) {
         if (silent) {
-            /* Nothing will say whether EXEC ran (WATCH), nor where its replies end. */
+            /* Nothing will say whether EXEC ran (WATCH): what it would do is taken as done
+             * where that is harmless (SELECT, a name, CLIENT REPLY OFF/SKIP, a protocol);
+             * a subscription or an authentication leaves the proxy unsure. */
             free_mops(m, nm);
+            int off = p->reply_off, skip = 0;
+            for (int i = 0; i < nms && v->lost == NULL; i++) {
+                pend *t = &ms[i];
+                if (t->reply_mode == MQ_REPLY_ON || t->kind == PEND_SUB || t->auth ||
+                    (t->kind == PEND_HELLO && !p->authed))
+                    v->lost = "EXEC with replies off of a transaction that subscribes or authenticates";
+                else if (t->reply_mode == MQ_REPLY_OFF) off = 1;
+                else if (t->reply_mode == MQ_REPLY_SKIP) skip = !off;
+                else if (t->kind == PEND_HELLO && t->proto) p->proto = t->proto;
+                else if (t->select) p->db = t->db;
+                if (t->setname) {
+                    resp_arg a = {t->name, t->name_len};
+                    if (valid_client_name(&a)) set_name(p, t->name, t->name_len);
+                }
+            }
+            p->reply_off = off;
+            p->skip_cur = skip && !off;
             free_mspecs(ms, nms);
-            v->lost = "EXEC with replies off of a transaction that changes reply accounting";
-            return 1;
+            return v->lost != NULL;
         }
         pend *e = pairing_push(p, PEND_EXEC);
         e->split = 1;
@@ -461,7 +482,20 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
     uint8_t fam;
     int unsub;
 
+    if (p->proto == 2 && pairing_subscribed(p) && sub_command(r, c, &fam, &unsub) < 0 && c->id != CMD_PING &&
+        c->id != CMD_QUIT && c->id != CMD_RESET) {
+        /* Subscribed in RESP2: Redis refuses it with an error and it changes nothing. */
+        if (!silent) pairing_expect(p, 1);
+        return v;
+    }
+
     if (!immediate) {
+        if (silent && is_client && resp_arg_is(&r->argv[1], "reply") && resp_arg_is(&r->argv[2], "on")) {
+            /* Replies off, and this turns them on in the middle of EXEC: whether EXEC runs
+             * (WATCH, a queued error) decides whether the elements after it come. */
+            v.lost = "CLIENT REPLY ON queued in MULTI with replies off";
+            return v;
+        }
         queue_spec(p, r, c);
         p->multi_count++;
         if (!silent) pairing_expect(p, 1);
@@ -494,8 +528,10 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
         if (end_multi(p, c->id == CMD_EXEC, silent, &v)) return v;
         break;
     case CMD_QUIT:
-        /* Redis answers +OK and closes; nothing after it runs. Silenced, it never closes. */
-        if (silent) v.discard = 1;
+        /* Redis answers +OK and closes; nothing after it runs. Silenced, it closes only when
+         * a reply is still unwritten (one asked for in the same read of the client's bytes:
+         * Redis writes a read's replies after running them all); else it never closes. */
+        if (silent && p->nexpected == p->batch_mark) v.discard = 1;
         else v.quit = 1;
         break;
     case CMD_RESET:
@@ -541,6 +577,9 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
             pend *e = pairing_push(p, PEND_SUB);
             e->family = fam;
             e->n = (uint32_t)n;    /* 0: one reply per current subscription, at least one */
+            /* Whether the client is subscribed decides how Redis takes what follows (RESP2
+             * refuses lock commands then, and the proxy must not rewrite them): wait. */
+            v.hold = e->holds = 1;
             return v;
         }
         break;
@@ -658,10 +697,13 @@ pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int a
     pair_reply v;
     memset(&v, 0, sizeof(v));
     pend *e = pairing_head(p);
+    uint32_t qlen = p->qlen;
+    int holds = e != NULL && e->holds;
     if (r->type == '>') {
         if (e != NULL && e->kind == PEND_SUB && note_subscription(p, r)) {
             sub_reply(p, e);          /* RESP3: a subscription confirmation is a push */
             v.kind = PAIR_ANSWER;
+            v.release_hold = holds && p->qlen < qlen;
             return v;
         }
         v.kind = PAIR_OUT_OF_BAND;
@@ -697,8 +739,8 @@ pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int a
     p->last_protocol_error = r->type == '-' && r->line_len >= 18 && memcmp(r->line, "ERR Protocol error", 18) == 0;
     note_auth(p, e, r, &v);
     v.auth_answered = e->auth;
-    v.release_hold = e->holds;
     answer(p, e, r, auth_state);
+    v.release_hold = holds && p->qlen < qlen;
     v.kind = PAIR_ANSWER;
     return v;
 }

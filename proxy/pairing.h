@@ -104,6 +104,8 @@ typedef struct lp_pairing {
     unsigned raw : 1;             /* tracking lost and the queue empty: nothing is paired */
     unsigned authed : 1;          /* as far as the proxy knows, Redis has authenticated it */
     int multi_count;              /* commands queued by this MULTI */
+    uint64_t nexpected;           /* replies asked of Redis so far (entries that await one) */
+    uint64_t batch_mark;          /* nexpected when the client's current read began */
     multi_op *mops;               /* rewritten ones among them */
     int nmops;
     pend *mspecs;                 /* queued ones that change accounting (see the top) */

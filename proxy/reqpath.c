@@ -232,7 +232,8 @@ void sess_process_client_input(session *s) {
             if (pairing_silent(&s->pg)) {
                 /* Redis closes "after the reply": with nothing left to write it never does,
                  * and ignores what the client sends. */
-                sess_client_to(s, s->pg.qlen > 0 && !s->pg.raw ? CL_STOPPED : CL_DISCARDING);
+                sess_client_to(s, (s->pg.qlen > 0 || s->pg.nexpected != s->pg.batch_mark) && !s->pg.raw ? CL_STOPPED
+                                                                                                      : CL_DISCARDING);
             } else if (pairing_lost(&s->pg)) {
                 lp_block *e = lp_block_copy(s->req.errstr, s->req.errlen);
                 sess_emit(s, &s->to_client, e, 0, e->len);
@@ -273,8 +274,10 @@ void sess_process_client_input(session *s) {
         if (s->px->policy != NULL && cmd != NULL && (cmd->flags & CMDF_LOCK_KEY) && pairing_lost(&s->pg) &&
             s->req.argc >= 2)
             log_unchecked(s, cmd, b->data + pos, framelen);
+        /* Nor while subscribed in RESP2, where Redis refuses the command by its name. */
         if (s->px->policy != NULL && cmd != NULL && (cmd->flags & CMDF_LOCK_KEY) && !pairing_lost(&s->pg) &&
             s->req.argc >= 2 && (s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED) &&
+            !(s->pg.proto == 2 && pairing_subscribed(&s->pg)) &&
             !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
             size_t consumed;
             if (lock_request(s, cmd, b, fwd_start, pos, framelen, &consumed)) {
@@ -324,6 +327,7 @@ void sess_client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     s->in->len += (size_t)nread;
+    if (!s->hold) s->pg.batch_mark = s->pg.nexpected;   /* a read of its own, for Redis too */
     sess_process_client_input(s);
     if (s->closing) return;
     sess_arm_upstream_timer(s, 0);

@@ -186,13 +186,13 @@ int main(void)
     run("quit with replies off", S("> CLIENT REPLY OFF", "> QUIT ; !discard", "#0"), 1, 0);
     run("quit", S("> QUIT ; !quit", "#1", "<A +OK\r\n"), 1, 0);
     /* Subscriptions. */
-    run("subscribe two", S("> SUBSCRIBE a b", "#1",
+    run("subscribe two", S("> SUBSCRIBE a b ; !hold", "#1",
                            "<A *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
                            "<A *3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n", "#0", "=sub2",
                            "<O *3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
-                           "> UNSUBSCRIBE", "<A *3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n",
+                           "> UNSUBSCRIBE ; !hold", "<A *3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n",
                            "<A *3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n", "#0", "=sub0"), 1, 0);
-    run("bare unsubscribe when not subscribed", S("> UNSUBSCRIBE",
+    run("bare unsubscribe when not subscribed", S("> UNSUBSCRIBE ; !hold",
                            "<A *3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", "#0"), 1, 0);
     run("subscribe two inside multi", S("> MULTI", "> SUBSCRIBE a b", "> PING", "> EXEC ; !hold", "<A +OK\r\n",
                                         "<A +QUEUED\r\n", "<A +QUEUED\r\n", "<H *2\r\n",
@@ -204,7 +204,7 @@ int main(void)
                                               "<H *2\r\n ;!lost", "=raw"), 1, 0);
     run("subscribe with replies off", S("> CLIENT REPLY OFF", "> SUBSCRIBE a ; !lost"), 1, 0);
     run("subscribe arity error", S("> SUBSCRIBE", "#1", "<A -ERR wrong number of arguments\r\n"), 1, 0);
-    run("resp3 push confirmation", S("> HELLO 3", "<A %1\r\n+proto\r\n:3\r\n", "=proto3", "> SUBSCRIBE a",
+    run("resp3 push confirmation", S("> HELLO 3", "<A %1\r\n+proto\r\n:3\r\n", "=proto3", "> SUBSCRIBE a ; !hold",
                                      "<A >3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", "#0",
                                      "<O >3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n"), 1, 0);
     /* MONITOR. */
