@@ -27,10 +27,8 @@
  *                      start empty, so a failure that needs earlier rounds may not recur)
  *   LP_FUZZ_SKIP=a,b   generator categories to leave out (fuzz_gen.h: hostile-numbers,
  *                      tracking-loss, setname-user, auth, multi, client-reply, inline, close,
- *                      hello, eval, reset, select, bad-options). Default: the categories of
- *                      the reply-integrity issue still open (tracking-loss, client-reply:
- *                      replies lost or leaked when tracking is lost or CLIENT REPLY meets
- *                      a lock command); LP_FUZZ_SKIP= (empty) runs everything.
+ *                      hello, eval, reset, select, bad-options). Default: none, every
+ *                      category runs.
  *   LP_FUZZ_IDLE_MS=N  silence that ends a reply stream once all sides agree (default 50)
  *   LP_FUZZ_PATIENCE_MS=N  silence after which sides that disagree are compared (default
  *                      1000; a Redis that stalls longer mid-stream shows as a count mismatch)
@@ -600,7 +598,7 @@ int main(void)
     patience_ms = (int)env_num("LP_FUZZ_PATIENCE_MS", 1000);
     show_left = (int)env_num("LP_FUZZ_SHOW", 5);
     const char *skip = getenv("LP_FUZZ_SKIP");
-    if (skip == NULL) skip = "tracking-loss,client-reply";
+    if (skip == NULL) skip = "";
     cats_on = fz_parse_skip(skip);
     if (only >= 0) rounds = only + 1;
     diag("LP_SEED=%llu LP_FUZZ_ROUNDS=%d LP_FUZZ_SKIP=%s", seed, rounds, skip);
