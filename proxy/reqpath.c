@@ -342,6 +342,9 @@ void sess_client_eof(session *s) {
     sess_client_to(s, CL_HALF_CLOSED);
     lp_block_unref(s->in);
     s->in = NULL;
+    /* Requests framed just now go out before a half-close is passed on after them. */
+    sess_flush(s);
+    if (s->closing) return;
     sess_eof_progress(s);
     sess_update_reading(s);
     sess_maybe_finish(s);
