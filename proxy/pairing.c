@@ -76,6 +76,7 @@ void pairing_pop(lp_pairing *p) {
     pend *e = pairing_head(p);
     if (e == NULL) return;
     free(e->local);
+    free(e->prev);
     free(e->name);
     free(e->user);
     lock_op_free(e->op);
@@ -128,7 +129,7 @@ uint32_t pairing_owed(const pend *e) {
     switch (e->kind) {
     case PEND_PLAIN: return e->n;
     case PEND_OP: return lock_op_extra_elements(e->op) ? 2 : 1;
-    case PEND_SWALLOW: case PEND_LOCAL: return 0;
+    case PEND_SWALLOW: case PEND_LOCAL: case PEND_BARRIER: return 0;
     default: return 1;
     }
 }
@@ -137,7 +138,7 @@ int pairing_subscribed(const lp_pairing *p) { return p->nsub[0] + p->nsub[1] + p
 
 int pairing_captures(const lp_pairing *p) {
     const pend *h = p->qlen ? &p->q[p->qhead] : NULL;
-    return h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW);
+    return h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW || h->kind == PEND_BARRIER);
 }
 
 static char *dup_or_null(const char *s, size_t len) {
@@ -464,6 +465,36 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_comma
     e->holds = (uint8_t)v->hold;
 }
 
+/* After tracking is lost nothing is paired, but whether replies are on is still followed as
+ * far as the requests show it (CLIENT REPLY outside MULTI or queued in one, taken as if EXEC
+ * ran; RESET), and the replies asked for are counted: a protocol error or QUIT needs both
+ * (whether Redis answers it, whether Redis closes after it). Best effort: what is lost is
+ * lost. */
+static void lost_request(lp_pairing *p, const resp_request *r, const resp_command *c, int silent) {
+    if (c == NULL) c = resp_command_lookup(&r->argv[0]);
+    int reply = r->argc == 3 && c->id == CMD_CLIENT && resp_arg_is(&r->argv[1], "reply");
+    int on = reply && resp_arg_is(&r->argv[2], "on"), off = reply && resp_arg_is(&r->argv[2], "off");
+    int skip = reply && resp_arg_is(&r->argv[2], "skip");
+    int immediate = !p->in_multi || (c->flags & CMDF_NO_QUEUE);
+    if (!silent && !(immediate && (off || skip))) p->nexpected++;
+    if (!immediate) {
+        if (on || off || skip) p->multi_reply = on ? MQ_REPLY_ON : off ? MQ_REPLY_OFF : MQ_REPLY_SKIP;
+        return;
+    }
+    if (on) { p->reply_off = 0; p->skip_cur = 0; }
+    else if (off) { p->reply_off = 1; p->skip_cur = 0; }
+    else if (skip && !p->reply_off) p->skip_cur = 1;
+    else if (c->id == CMD_RESET) p->in_multi = p->reply_off = p->skip_cur = 0;
+    else if (c->id == CMD_MULTI) { if (!p->in_multi) p->multi_reply = MQ_REPLY_NONE; p->in_multi = 1; }
+    else if (c->id == CMD_DISCARD) p->in_multi = 0;
+    else if (c->id == CMD_EXEC && p->in_multi) {
+        p->in_multi = 0;
+        if (p->multi_reply == MQ_REPLY_ON) p->reply_off = 0;
+        else if (p->multi_reply == MQ_REPLY_OFF) p->reply_off = 1;
+        else if (p->multi_reply == MQ_REPLY_SKIP && !p->reply_off) p->skip_cur = 1;
+    }
+}
+
 /* Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
  * SKIP, MULTI queues commands (one +QUEUED each) except EXEC, DISCARD, MULTI, WATCH, QUIT
  * and RESET (CMDF_NO_QUEUE). */
@@ -474,7 +505,11 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
     /* Redis's resetClient() after every frame, empty ones included, ends a SKIP; CLIENT
      * REPLY SKIP below starts one for the next frame. */
     p->skip_cur = 0;
-    if (r->argc == 0 || pairing_lost(p)) return v;
+    if (r->argc == 0) return v;
+    if (pairing_lost(p)) {
+        lost_request(p, r, c, silent);
+        return v;
+    }
     if (c == NULL) c = resp_command_lookup(&r->argv[0]);
 
     int is_client = c->id == CMD_CLIENT && r->argc == 3;
@@ -820,6 +855,10 @@ int pairing_exec_header(lp_pairing *p, const char *line, size_t len, lp_str *hdr
         if (t->reply_mode == MQ_REPLY_SKIP) { if (!off) skip = 1; continue; }
         if (off) {
             /* Silenced: taken as Redis takes it where that is certain. */
+            if (t->kind == PEND_HELLO && !t->auth && p->authed) {
+                if (t->proto) p->proto = t->proto;   /* HELLO 2/3: a switch; else NOPROTO */
+                continue;
+            }
             if (t->kind == PEND_SUB || t->kind == PEND_HELLO || t->auth) {
                 *lost = "SUBSCRIBE, HELLO or AUTH silenced by CLIENT REPLY OFF inside MULTI/EXEC";
                 break;

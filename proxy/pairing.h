@@ -16,6 +16,9 @@
  *            EXEC of a transaction that queued commands changing reply accounting: only its
  *            header line is read (pairing_exec_header), then one entry per element
  *   SWALLOW  a reply the client already had from the proxy (+QUEUED): captured, dropped
+ *   BARRIER  tracking lost: the replies before the proxy's own DISCARD and PING <marker>
+ *            pass as they come, the replies to those two are dropped (local: the marker;
+ *            prev: the frame held back until the next shows whether it was DISCARD's)
  *
  * Request-side state (MULTI, CLIENT REPLY OFF/SKIP) decides how many replies a request gets;
  * reply-side state (protocol, subscriptions, MONITOR) decides what is out of band.
@@ -47,7 +50,7 @@
 
 enum pend_kind {
     PEND_PLAIN, PEND_SUB, PEND_HELLO, PEND_MONITOR, PEND_RESET, PEND_LOCAL, PEND_OP,
-    PEND_EXEC, PEND_SWALLOW
+    PEND_EXEC, PEND_SWALLOW, PEND_BARRIER
 };
 
 enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
@@ -80,6 +83,11 @@ typedef struct pend {
     size_t user_len;
     char *local;             /* LOCAL: the bytes */
     size_t local_len;
+    char *prev;              /* BARRIER: the frames held back (n of them at most, nheld now;
+                              * cut: where each ends in prev) */
+    size_t prev_len;
+    size_t cut[2];
+    uint32_t nheld;
     lock_op *op;             /* OP: the decision */
     multi_op *mops;          /* EXEC: the rewritten commands of the transaction */
     int nmops;
@@ -104,6 +112,7 @@ typedef struct lp_pairing {
     unsigned raw : 1;             /* tracking lost and the queue empty: nothing is paired */
     unsigned authed : 1;          /* as far as the proxy knows, Redis has authenticated it */
     int multi_count;              /* commands queued by this MULTI */
+    uint8_t multi_reply;          /* tracking lost: the last CLIENT REPLY queued by this MULTI */
     uint64_t nexpected;           /* replies asked of Redis so far (entries that await one) */
     uint64_t batch_mark;          /* nexpected when the client's current read began */
     multi_op *mops;               /* rewritten ones among them */

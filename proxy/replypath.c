@@ -47,6 +47,28 @@ void sess_lose_tracking(session *s, const char *why) {
     drain_locals(s);
 }
 
+int sess_barrier(session *s, const char *line, size_t len, int silent) {
+    if (!pairing_lost(&s->pg) || s->raw_unscanned) return 0;
+    char nonce[48], ping[160], want[64];
+    int nn = snprintf(nonce, sizeof(nonce), "lockproxy-barrier-%llu", (unsigned long long)s->conn_id);
+    /* DISCARD first: inside MULTI a PING would only be queued. It answers once whether a
+     * MULTI is open or not, and the connection closes after the error anyway, as Redis closes
+     * it (discarding the transaction). */
+    int pn = snprintf(ping, sizeof(ping), "%sDISCARD\r\n*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n",
+                      silent ? "CLIENT REPLY ON\r\n" : "", nn, nonce);
+    int wn = snprintf(want, sizeof(want), "$%d\r\n%s\r\n", nn, nonce);
+    sess_emit_copy(s, &s->to_up, ping, (size_t)pn);
+    s->pg.raw = 0;      /* still losing: nothing is accounted for, the queue is paired */
+    pend *b = pairing_push(&s->pg, PEND_BARRIER);
+    b->local = malloc((size_t)wn);
+    if (b->local == NULL) abort();
+    memcpy(b->local, want, (size_t)wn);
+    b->local_len = (size_t)wn;
+    b->n = silent ? 2 : 1;     /* the frames before the marker that are the proxy's own */
+    sess_queue_local(s, line, len, 1);
+    return 1;
+}
+
 void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     session *s = h->data;
     lp_block *b = s->rin;
@@ -106,6 +128,41 @@ static void reply_done(session *s) {
     int captured = s->capturing;
     s->capturing = 0;
     proxy *px = s->px;
+    pend *bh = pairing_head(&s->pg);
+    if (bh != NULL && bh->kind == PEND_BARRIER) {
+        /* Tracking lost: replies pass until the proxy's own PING <marker> is answered. */
+        if (captured && s->cap.len > 0 && s->cap.p[0] == '>') {
+            sess_emit_copy(s, &s->to_client, s->cap.p, s->cap.len);   /* a push: never ours */
+            s->cap.len = 0;
+        } else if (captured) {
+            const char *m = bh->local;
+            size_t ml = bh->local_len, n = s->cap.len;
+            int marker = n >= ml && memcmp(s->cap.p + n - ml, m, ml) == 0 &&
+                         (n == ml || (n > 4 && memcmp(s->cap.p, "*2\r\n", 4) == 0));
+            if (marker) {
+                pairing_pop(&s->pg);      /* and the frames held back: the proxy's own */
+            } else {
+                /* Hold back the last bh->n frames (prev: their bytes, cut: where each ends). */
+                if (bh->nheld == bh->n && bh->n > 0) {
+                    size_t first = bh->cut[0];
+                    sess_emit_copy(s, &s->to_client, bh->prev, first);
+                    memmove(bh->prev, bh->prev + first, bh->prev_len - first);
+                    bh->prev_len -= first;
+                    bh->cut[0] = bh->cut[1] - first;
+                    bh->nheld--;
+                }
+                char *np = realloc(bh->prev, bh->prev_len + n + 1);
+                if (np == NULL) abort();
+                bh->prev = np;
+                memcpy(bh->prev + bh->prev_len, s->cap.p, n);
+                bh->prev_len += n;
+                bh->cut[bh->nheld++] = bh->prev_len;
+            }
+            s->cap.len = 0;
+        }
+        drain_locals(s);
+        return;
+    }
     pair_reply v = pairing_reply(&s->pg, &s->rep, captured, px->auth_state);
     if (v.auth_required) px->auth_state = LP_AUTH_REQUIRED;
     if (v.auth_not_required) px->auth_state = LP_AUTH_NOT_REQUIRED;
@@ -155,10 +212,23 @@ static void exec_header(session *s) {
     drain_locals(s);
 }
 
+/* Pass-through (tracking lost) still frames the replies, without pairing them, so that a
+ * barrier (sess_barrier) starts at a frame boundary; bytes that are not RESP end that. */
+static void raw_pass(session *s, lp_block *b, size_t off, size_t len) {
+    size_t pos = off, end = off + len, used;
+    while (!s->raw_unscanned && pos < end) {
+        resp_status rs = resp_reply_scan(&s->rep, b->data + pos, end - pos, &used);
+        pos += used;
+        if (rs == RESP_ERROR) s->raw_unscanned = 1;
+        s->rep_mid = rs == RESP_AGAIN;
+    }
+    sess_emit(s, &s->to_client, b, off, len);
+}
+
 static void process_upstream_input(session *s, size_t off, size_t len) {
     lp_block *b = s->rin;
     if (s->pg.raw) {
-        sess_emit(s, &s->to_client, b, off, len);
+        raw_pass(s, b, off, len);
         return;
     }
     size_t start = off, end = off + len;
@@ -179,7 +249,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
             exec_header(s);
             if (pairing_exec_done(&s->pg)) s->hold = 0;
             if (s->pg.raw) {
-                sess_emit(s, &s->to_client, b, off, end - off);
+                raw_pass(s, b, off, end - off);
                 return;
             }
             continue;
@@ -214,7 +284,7 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
         reply_done(s);
         if (pairing_exec_done(&s->pg)) s->hold = 0;
         if (s->pg.raw) {
-            sess_emit(s, &s->to_client, b, off, end - off);
+            raw_pass(s, b, off, end - off);
             return;
         }
     }

@@ -231,9 +231,14 @@ void sess_process_client_input(session *s) {
             fwd_start = pos = b->len;
             if (pairing_silent(&s->pg)) {
                 /* Redis closes "after the reply": with nothing left to write it never does,
-                 * and ignores what the client sends. */
-                sess_client_to(s, (s->pg.qlen > 0 || s->pg.nexpected != s->pg.batch_mark) && !s->pg.raw ? CL_STOPPED
-                                                                                                      : CL_DISCARDING);
+                 * and ignores what the client sends. A reply asked for in the same read is
+                 * still unwritten in Redis. With tracking lost, the queue's end cannot be
+                 * waited for: what has come is delivered, then the close. */
+                int owed = s->pg.qlen > 0 || s->pg.nexpected != s->pg.batch_mark;
+                if (owed && pairing_lost(&s->pg) && sess_barrier(s, "", 0, 1)) sess_client_to(s, CL_STOPPED);
+                else sess_client_to(s, !owed ? CL_DISCARDING : pairing_lost(&s->pg) ? CL_FLUSH_CLOSE : CL_STOPPED);
+            } else if (pairing_lost(&s->pg) && sess_barrier(s, s->req.errstr, s->req.errlen, 0)) {
+                sess_client_to(s, CL_STOPPED);
             } else if (pairing_lost(&s->pg)) {
                 lp_block *e = lp_block_copy(s->req.errstr, s->req.errlen);
                 sess_emit(s, &s->to_client, e, 0, e->len);

@@ -113,6 +113,7 @@ struct session {
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
     unsigned exec_header : 1;     /* reading a split EXEC's header line into cap (pairing.h) */
+    unsigned raw_unscanned : 1;   /* tracking lost and the replies no longer framed (not RESP) */
     lp_str cap;
     uint64_t conn_id;
     unsigned no_scripts : 1;      /* Redis refused a lock script (NOPERM): lock commands go as sent */
@@ -158,6 +159,12 @@ void sess_client_eof(session *s);
 /* replypath.c */
 void sess_queue_local(session *s, const char *bytes, size_t len, int close_after);
 void sess_lose_tracking(session *s, const char *why);
+/* Tracking lost and a protocol error's line (line; empty when replies are silenced) is due
+ * after the replies to the requests before it, whose end Redis does not mark: sends Redis the
+ * proxy's own DISCARD and PING <marker> (after a CLIENT REPLY ON when silent), passes the
+ * replies until their answers (dropped), then queues the line and the close. Returns 0 when
+ * it cannot (the replies are no longer framed): the caller does without. */
+int sess_barrier(session *s, const char *line, size_t len, int silent);
 void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void sess_upstream_lost(session *s, const char *why);
 void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);

@@ -212,6 +212,15 @@ static void test_lost(void)
     ok(lk_log_wait(logpath, "lock_unchecked", "lock:y", 5000), "  the SETNX after it: lock_unchecked");
     ok(lk_log_wait(logpath, "lock_unchecked", "lock:y", 5000) && lk_log_wait_text(logpath, "lock_unchecked", "lock:y",
        "1 on this connection", 5000), "  counted per connection");
+    /* A protocol error after the loss: the replies to the requests before it, then Redis's
+     * error line, then the close (the proxy marks their end with DISCARD and PING <marker> of
+     * its own, whose replies it drops). */
+    diff2("protocol error after tracking was lost",
+          "CLIENT REPLY OFF\r\nHELLO 3 AUTH default pw\r\nCLIENT REPLY ON\r\nSETNX lock:p 1\r\nPING\r\n*1\r\n$x\r\n");
+    diff2("protocol error after tracking was lost, inside MULTI",
+          "CLIENT REPLY OFF\r\nHELLO 3 AUTH default pw\r\nCLIENT REPLY ON\r\nMULTI\r\nSETNX lock:p 1\r\nSET k1 \"abc\r\n");
+    diff2("protocol error after tracking was lost, replies off again",
+          "CLIENT REPLY OFF\r\nHELLO 3 AUTH default pw\r\nCLIENT REPLY ON\r\nGET a\r\nCLIENT REPLY OFF\r\nSET k1 \"abc\r\n");
     hp_buf out = {0};
     hp_log_read(proxy, &out);
     ok(HP_HAS(&out, "lock_unchecked client="), "  and in the proxy's own log");
