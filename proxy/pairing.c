@@ -332,7 +332,10 @@ static int hello_fill(pend *e, const resp_request *r) {
 static void hello_request(lp_pairing *p, const resp_request *r, pair_req *v) {
     pend *e = pairing_push(p, PEND_HELLO);
     hello_fill(e, r);
-    if (e->auth && !p->authed) v->hold = e->holds = 1;
+    (void)p;
+    /* What follows waits: its limits before authentication, the protocol a lock command's
+     * reply is made in and whether subscribed RESP2 refuses it depend on HELLO's answer. */
+    v->hold = e->holds = 1;
 }
 
 /* HELLO with replies silenced: what it does is known when it does not authenticate, the
@@ -575,7 +578,9 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
         drop_multi(p);
         set_name(p, NULL, 0);
         if (!skipped) {
-            pairing_push(p, PEND_RESET);
+            /* The database and protocol lock commands are judged in change with its answer. */
+            pairing_push(p, PEND_RESET)->holds = 1;
+            v.hold = 1;
         } else {
             /* Nothing will confirm it: RESET always succeeds. Whether the client must
              * authenticate again is re-learnt from the next replies. */

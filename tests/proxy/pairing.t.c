@@ -204,14 +204,14 @@ int main(void)
                                               "<H *2\r\n ;!lost", "=raw"), 1, 0);
     run("subscribe with replies off", S("> CLIENT REPLY OFF", "> SUBSCRIBE a ; !lost"), 1, 0);
     run("subscribe arity error", S("> SUBSCRIBE", "#1", "<A -ERR wrong number of arguments\r\n"), 1, 0);
-    run("resp3 push confirmation", S("> HELLO 3", "<A %1\r\n+proto\r\n:3\r\n", "=proto3", "> SUBSCRIBE a ; !hold",
+    run("resp3 push confirmation", S("> HELLO 3 ; !hold", "<A %1\r\n+proto\r\n:3\r\n", "=proto3", "> SUBSCRIBE a ; !hold",
                                      "<A >3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", "#0",
                                      "<O >3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n"), 1, 0);
     /* MONITOR. */
     run("monitor", S("> MONITOR", "<A +OK\r\n", "=monitor", "<O +1700000000.1 [0 1.2.3.4:5] \"get\"\r\n",
                      "> DEBUG DIGEST", "<A +0000000000000000000000000000000000000000\r\n"), 1, 0);
     /* HELLO, RESET. */
-    run("hello fails", S("> HELLO 4", "<A -NOPROTO unsupported protocol version\r\n", "=proto2"), 1, 0);
+    run("hello fails", S("> HELLO 4 ; !hold", "<A -NOPROTO unsupported protocol version\r\n", "=proto2"), 1, 0);
     run("hello with replies off", S("> CLIENT REPLY OFF", "> HELLO 3", "=proto3", "> HELLO 4", "=proto3"), 1, 0);
     run("hello auth with replies off", S("> CLIENT REPLY OFF", "> HELLO 3 AUTH u p ; !lost", "=raw"), 1, 0);
     run("hello inside multi", S("> MULTI", "> HELLO 3", "> SELECT 2", "> EXEC ; !hold", "<A +OK\r\n",
@@ -221,13 +221,13 @@ int main(void)
                                             "<A +QUEUED\r\n", "<H *1\r\n",
                                             "<A -ERR DB index is out of range\r\n", "=db0"), 1, 0);
     run("select with replies off", S("> CLIENT REPLY OFF", "> SELECT 1", "=db1", "> SELECT x", "=db1"), 1, 0);
-    run("reset with replies off answers", S("> CLIENT REPLY OFF", "> RESET", "#1", "<A +RESET\r\n", "=on",
+    run("reset with replies off answers", S("> CLIENT REPLY OFF", "> RESET ; !hold", "#1", "<A +RESET\r\n", "=on",
                                             "> GET a", "#1"), 1, 0);
-    run("reset skipped", S("> HELLO 3", "<A %1\r\n+a\r\n:1\r\n", "> CLIENT REPLY SKIP", "> RESET", "#0",
+    run("reset skipped", S("> HELLO 3 ; !hold", "<A %1\r\n+a\r\n:1\r\n", "> CLIENT REPLY SKIP", "> RESET", "#0",
                            "=proto2", "> GET a", "#1"), 1, 0);
-    run("reset", S("> HELLO 3", "<A %1\r\n+a\r\n:1\r\n", "> SELECT 1 ; !hold", "<A +OK\r\n", "=db1",
+    run("reset", S("> HELLO 3 ; !hold", "<A %1\r\n+a\r\n:1\r\n", "> SELECT 1 ; !hold", "<A +OK\r\n", "=db1",
                    "> CLIENT SETNAME n1", "<A +OK\r\n", "=name:n1",
-                   "> RESET", "<A +RESET\r\n", "=proto2", "=db0", "=noname"), 1, 0);
+                   "> RESET ; !hold", "<A +RESET\r\n", "=proto2", "=db0", "=noname"), 1, 0);
     /* SELECT. */
     run("select", S("> SELECT 3 ; !hold", "<A +OK\r\n", "=db3", "> SELECT 010",
                     "<A -ERR value is not an integer\r\n", "=db3", "> SELECT 99 ; !hold",
@@ -235,7 +235,7 @@ int main(void)
     /* Names: only what Redis accepted. */
     run("setname refused", S("> CLIENT SETNAME a", "<A +OK\r\n", "=name:a",
                              "> CLIENT SETNAME b", "<A -ERR Client names cannot contain spaces\r\n", "=name:a"), 1, 0);
-    run("hello setname", S("> HELLO 2 SETNAME w1", "<A *2\r\n$1\r\na\r\n:1\r\n", "=name:w1"), 1, 0);
+    run("hello setname", S("> HELLO 2 SETNAME w1 ; !hold", "<A *2\r\n$1\r\na\r\n:1\r\n", "=name:w1"), 1, 0);
     run("hello auth failure names nobody", S("> HELLO 2 AUTH u wrong SETNAME forged ; !hold",
                                              "<A -WRONGPASS invalid username-password pair\r\n", "=noname"), 0, LP_AUTH_REQUIRED);
     run("hello auth user named setname", S("> HELLO 2 AUTH setname pw ; !hold",
@@ -247,7 +247,7 @@ int main(void)
                   "<A +OK\r\n", "=authed"), 0, LP_AUTH_REQUIRED);
     run("quit proves nothing", S("> QUIT ; !quit", "<A +OK\r\n", "=unauthed"), 0, LP_AUTH_UNKNOWN);
     run("a probe", S("> GET a", "<A $-1\r\n", "=authed"), 0, LP_AUTH_UNKNOWN);
-    run("reset falls back to the default", S("> AUTH pw ; !hold", "<A +OK\r\n", "=authed", "> RESET",
+    run("reset falls back to the default", S("> AUTH pw ; !hold", "<A +OK\r\n", "=authed", "> RESET ; !hold",
                                               "<A +RESET\r\n", "=unauthed"), 0, LP_AUTH_REQUIRED);
     /* Blocking commands get an entry of their own. */
     run("blocking", S("> GET a", "> BLPOP q 0", "> GET b", "#3", "<A $-1\r\n", "<A *-1\r\n", "<A $-1\r\n", "#0"), 1, 0);
