@@ -54,7 +54,10 @@ int sess_barrier(session *s, const char *line, size_t len, int silent) {
     /* DISCARD first: inside MULTI a PING would only be queued. It answers once whether a
      * MULTI is open or not, and the connection closes after the error anyway, as Redis closes
      * it (discarding the transaction). */
-    int pn = snprintf(ping, sizeof(ping), "%sDISCARD\r\n*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n",
+    if (silent && s->pg.proto == 2 && pairing_subscribed(&s->pg)) return 0;   /* ON refused */
+    /* With replies off: DISCARD's reply is silenced (and a SKIP ends there), then ON answers:
+     * one frame before the marker either way. */
+    int pn = snprintf(ping, sizeof(ping), "DISCARD\r\n%s*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n",
                       silent ? "CLIENT REPLY ON\r\n" : "", nn, nonce);
     int wn = snprintf(want, sizeof(want), "$%d\r\n%s\r\n", nn, nonce);
     sess_emit_copy(s, &s->to_up, ping, (size_t)pn);
@@ -64,7 +67,7 @@ int sess_barrier(session *s, const char *line, size_t len, int silent) {
     if (b->local == NULL) abort();
     memcpy(b->local, want, (size_t)wn);
     b->local_len = (size_t)wn;
-    b->n = silent ? 2 : 1;     /* the frames before the marker that are the proxy's own */
+    b->n = 1;                  /* the frame before the marker that is the proxy's own */
     sess_queue_local(s, line, len, 1);
     return 1;
 }

@@ -161,7 +161,7 @@ void sess_queue_local(session *s, const char *bytes, size_t len, int close_after
 void sess_lose_tracking(session *s, const char *why);
 /* Tracking lost and a protocol error's line (line; empty when replies are silenced) is due
  * after the replies to the requests before it, whose end Redis does not mark: sends Redis the
- * proxy's own DISCARD and PING <marker> (after a CLIENT REPLY ON when silent), passes the
+ * proxy's own DISCARD and PING <marker> (with a CLIENT REPLY ON between when silent), passes the
  * replies until their answers (dropped), then queues the line and the close. Returns 0 when
  * it cannot (the replies are no longer framed): the caller does without. */
 int sess_barrier(session *s, const char *line, size_t len, int silent);

@@ -221,6 +221,8 @@ static void test_lost(void)
           "CLIENT REPLY OFF\r\nHELLO 3 AUTH default pw\r\nCLIENT REPLY ON\r\nMULTI\r\nSETNX lock:p 1\r\nSET k1 \"abc\r\n");
     diff2("protocol error after tracking was lost, replies off again",
           "CLIENT REPLY OFF\r\nHELLO 3 AUTH default pw\r\nCLIENT REPLY ON\r\nGET a\r\nCLIENT REPLY OFF\r\nSET k1 \"abc\r\n");
+    diff2("protocol error after tracking was lost, replies off, inside MULTI",
+          "PING\r\nCLIENT REPLY OFF\r\nHELLO 3 AUTH default pw\r\nMULTI\r\nSETNX lock:p 1\r\nSET k1 \"abc\r\n");
     hp_buf out = {0};
     hp_log_read(proxy, &out);
     ok(HP_HAS(&out, "lock_unchecked client="), "  and in the proxy's own log");
