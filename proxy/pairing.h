@@ -28,15 +28,21 @@
  * element is no error. Redis writes their replies inside the EXEC array (a SUBSCRIBE of two
  * channels writes two elements, CLIENT REPLY OFF/SKIP none, and OFF silences the elements
  * after it), so the array's count no longer tells where it ends. Such an EXEC is split: the
- * requests behind it wait (hold) until its header line is in; then every element the
- * transaction produces is queued as an entry of its own, in order, and the state after EXEC
- * (replies on/off/skipped) is known before the next request is accounted for.
+ * requests behind it wait (hold) until its header line and every element the transaction
+ * produces are in, each queued as an entry of its own, in order; the state after EXEC
+ * (replies on/off/skipped, database, protocol, subscriptions) is then known before the next
+ * request is accounted for. Outside MULTI the requests behind a SELECT, HELLO, RESET, a
+ * subscribe-family command or an AUTH before authentication wait for its reply in the same
+ * way (the lock policy judges them in the database, protocol and mode it gives). In RESP2
+ * subscribed mode every other command is refused by Redis and changes nothing.
  *
- * Where the proxy cannot be sure (SUBSCRIBE or HELLO AUTH with replies silenced, including
- * after an OFF inside the same EXEC; an EXEC with replies silenced whose transaction changes
- * accounting; a reply with no request pending) tracking is lost: the verdict says so, every
- * reply already owed is still paired and delivered exactly once, in order, and once the queue
- * is empty the session passes bytes through. */
+ * Where the proxy cannot be sure (a subscribe-family command or HELLO AUTH with replies
+ * silenced, also after an OFF inside the same EXEC; CLIENT REPLY ON queued in MULTI with
+ * replies off; an EXEC with replies silenced whose transaction subscribes or authenticates; a
+ * reply with no request pending) tracking is lost: the verdict says so, every reply already
+ * owed is still paired and delivered exactly once, in order, and once the queue is empty the
+ * session passes bytes through. Requests are then only followed for whether replies are on
+ * and how many are asked for (a protocol error's close depends on both). */
 #ifndef LP_PAIRING_H
 #define LP_PAIRING_H
 
