@@ -165,6 +165,12 @@ void lock_cache_stop_renewing(lock_ctx *ctx, const lock_op *op) {
  * ':'), with which the scripts find this connection's leases in the record and history. */
 static int cache_get(lock_ctx *ctx, const lock_client *c, const resp_arg *key, char id[48],
                      const char **token, size_t *tokenlen) {
+    const char *tid;
+    if (c->in_multi && lock_txn_lease(c->txn, key->ptr, key->len, c->db, &tid, token, tokenlen)) {
+        /* An acquire queued before it in this MULTI runs first in EXEC: its lease counts. */
+        snprintf(id, 48, "%s", tid);
+        return 1;
+    }
     if (ctx->leases == NULL) return 0;
     const lease *l = lock_cache_lookup(ctx->leases, key->ptr, key->len, c->conn_id, c->db);
     int renewing;
@@ -354,6 +360,28 @@ unsigned lock_op_preload(const lock_op *op, lp_str *out) {
         resp_enc_ll(out, 0);
     }
     return bit;
+}
+
+int lock_op_multi_eval(lock_op *op) {
+    if (op == NULL || op->multi_script == NULL || op->send.len == 0) return -1;
+    /* op->send is "*N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n" then numkeys, keys and args. */
+    const char *p = op->send.p, *end = op->send.p + op->send.len;
+    const char *nl = memchr(p, '\n', op->send.len);
+    static const char evalsha[] = "$7\r\nEVALSHA\r\n";
+    size_t head = nl != NULL ? (size_t)(nl - p) + 1 : 0;
+    size_t shabulk = 5 + 40 + 2;
+    if (head == 0 || (size_t)(end - (p + head)) < sizeof(evalsha) - 1 + shabulk ||
+        memcmp(p + head, evalsha, sizeof(evalsha) - 1) != 0)
+        return -1;
+    const char *rest = p + head + sizeof(evalsha) - 1 + shabulk;
+    lp_str out = {0};
+    lp_str_add(&out, p, head);
+    resp_enc_cstr(&out, "EVAL");
+    resp_enc_cstr(&out, op->multi_script);
+    lp_str_add(&out, rest, (size_t)(end - rest));
+    lp_str_free(&op->send);
+    op->send = out;
+    return 0;
 }
 
 lock_op *lock_op_new_drop(void) {
@@ -551,12 +579,12 @@ static lock_action decide_expire(lock_ctx *ctx, const lock_client *c, const poli
     return LOCK_SEND;
 }
 
-void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi) {
+void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi, const struct lock_txn *txn) {
     int start = op->del_next;
     int end = op->del_chunk > 0 && op->nkeys - start > op->del_chunk ? start + op->del_chunk : op->nkeys;
     lp_str args = {0}, modes = {0};
     int nkeys = 0, nargs = 2;
-    lock_client c = {.conn_id = op->conn_id, .db = op->db};
+    lock_client c = {.conn_id = op->conn_id, .db = op->db, .in_multi = in_multi, .txn = txn};
     for (int i = start; i < end; i++) {
         lock_key *k = &op->keys[i];
         resp_enc_arg(&args, k->key, k->keylen);
@@ -632,7 +660,7 @@ static lock_action decide_del(lock_ctx *ctx, const lock_client *c, int argc, con
         ev_now(ctx, c, last_rule, "del_unchecked", last_mode == 'r' ? "rewritten" : "forwarded", last, detail, NULL);
     }
     op->del_chunk = c->in_multi || c->no_split ? 0 : LOCK_DEL_CHUNK;
-    lock_del_encode_part(ctx, op, c->in_multi);
+    lock_del_encode_part(ctx, op, c->in_multi, c->txn);
     *out = op;
     return LOCK_SEND;
 }

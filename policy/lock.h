@@ -30,6 +30,8 @@
 #include "policy/lease.h"
 #include "policy/audit.h"
 
+struct lock_txn;
+
 /* What the proxy knows about the client, for ownership and logging. */
 typedef struct lock_client {
     uint64_t conn_id;
@@ -46,6 +48,9 @@ typedef struct lock_client {
     int no_split;             /* replies are off: a command must go as one script call */
     const char *multi_setnx;  /* the key of a SETNX queued earlier in this MULTI, or NULL */
     size_t multi_setnx_len;
+    const struct lock_txn *txn;   /* in_multi: the acquires queued earlier in this MULTI, which
+                               * later lock commands of the same transaction are judged after
+                               * (their lease is the one they will see); NULL: none */
     const struct resp_command *cmd;   /* the command, looked up once per frame; NULL: look it up */
     int64_t now_ms;           /* when the command is decided: monotonic clock */
     int64_t wall_ms;          /* and the wall clock, for reading EXPIREAT/PXAT as Redis does */
@@ -127,6 +132,13 @@ int lock_op_extra_elements(const lock_op *op);
  * before the first op needing it, with a drop op (lock_op_new_drop) for its EXEC element
  * and its +QUEUED swallowed. */
 unsigned lock_op_preload(const lock_op *op, lp_str *out);
+/* Makes an op queued in MULTI (an EVALSHA) an EVAL that carries its script: the proxy does
+ * so for the first op of each script in a transaction. EXEC runs that EVAL before the
+ * EVALSHAs queued after it, so they find the script loaded; and at queue time Redis judges
+ * the EVAL by its script's flags as it judges the command the client sent (-READONLY on a
+ * read-only replica, -OOM), with the error in the client's own reply. Returns 0, or -1 when
+ * op is not such an EVALSHA. */
+int lock_op_multi_eval(lock_op *op);
 /* An op for a command the proxy queued in MULTI itself: its EXEC element is left out. */
 lock_op *lock_op_new_drop(void);
 
@@ -180,17 +192,36 @@ lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i);
  * acquire with the EXPIRE's TTL: clients send a transaction one command at a time, so this
  * cannot wait for both in one read), and the key of the last SETNX queued is kept (audit mode
  * forwards that SETNX's own EXPIRE). */
+typedef struct lock_txn_acq {
+    char *key;                /* the lock key */
+    size_t keylen;
+    int db;
+    char id[48];              /* the acquire id the lease record will hold */
+    char *token;              /* the token's SHA-1 (hex), as the lease cache keeps it */
+    size_t tokenlen;
+} lock_txn_acq;
+
 typedef struct lock_txn {
     lock_op *held;
     unsigned preloaded;       /* scripts queued for loading in this transaction (bits) */
     char *setnx_key;
     size_t setnx_len;
+    lock_txn_acq *acq;        /* the acquires queued in this MULTI, oldest first */
+    int nacq;
 } lock_txn;
 
 /* MULTI opened a transaction. */
 void lock_txn_begin(lock_txn *t);
 /* A command is queued inside MULTI: remembers a SETNX's key. */
 void lock_txn_note(lock_txn *t, const resp_command *cmd, int argc, const resp_arg *argv);
+/* A rewritten command was queued in MULTI: when it is an acquire, the lock commands queued
+ * after it in the same transaction see its lease (an EXPIRE or DEL of its key runs after it
+ * in EXEC, as its holder's). */
+void lock_txn_queued(lock_txn *t, const lock_op *op);
+/* The lease an acquire queued earlier in this transaction gives key in db: 1 with id and
+ * token set, else 0. */
+int lock_txn_lease(const lock_txn *t, const char *key, size_t keylen, int db, const char **id,
+                   const char **token, size_t *tokenlen);
 /* Holds op when it is a rewritten SETNX queued in MULTI and none is held yet: returns 1 (the
  * caller answers +QUEUED), else 0. */
 int lock_txn_hold(lock_txn *t, lock_op *op);

@@ -70,7 +70,7 @@ struct lock_op {
 #define LOCK_DEL_EVENTS_MAX 16
 
 /* Encodes the next part of a DEL op (keys from op->del_next) into op->send. */
-void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi);
+void lock_del_encode_part(lock_ctx *ctx, lock_op *op, int in_multi, const struct lock_txn *txn);
 
 enum {
     OP_ACQUIRE = 1,     /* SETNX, SET NX: acquire.lua */

@@ -175,7 +175,7 @@ static int reply_del(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, 
     }
     decode_done(&sr);
     if (op->del_next < op->nkeys) {
-        lock_del_encode_part(ctx, op, 0);
+        lock_del_encode_part(ctx, op, 0, NULL);
         lp_str_free(&op->retry);
         lp_str_add(&op->retry, op->send.p, op->send.len);
         return 1;

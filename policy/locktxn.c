@@ -1,6 +1,8 @@
 /* Lock commands inside transactions and the accessors of lock_op: see lock.h. */
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include "common/sha1.h"
 #include "policy/lock_int.h"
 #include "resp/reply.h"
 
@@ -106,11 +108,54 @@ lock_op *lock_exec_op_at(const multi_op *mops, int nmops, long long i) {
     return lo < nmops && mops[lo].index == i ? mops[lo].op : NULL;
 }
 
+static void free_acq(lock_txn *t) {
+    for (int i = 0; i < t->nacq; i++) {
+        free(t->acq[i].key);
+        free(t->acq[i].token);
+    }
+    free(t->acq);
+    t->acq = NULL;
+    t->nacq = 0;
+}
+
 void lock_txn_begin(lock_txn *t) {
     t->preloaded = 0;
     free(t->setnx_key);
     t->setnx_key = NULL;
     t->setnx_len = 0;
+    free_acq(t);
+}
+
+void lock_txn_queued(lock_txn *t, const lock_op *op) {
+    if (op == NULL || op->kind != OP_ACQUIRE || op->nkeys < 1 || op->id[0] == '\0') return;
+    t->acq = realloc(t->acq, sizeof(*t->acq) * (size_t)(t->nacq + 1));
+    if (t->acq == NULL) abort();
+    lock_txn_acq *a = &t->acq[t->nacq++];
+    memset(a, 0, sizeof(*a));
+    a->key = malloc(op->keys[0].keylen + 1);
+    a->token = malloc(LP_SHA1_HEX_LEN + 1);
+    if (a->key == NULL || a->token == NULL) abort();
+    memcpy(a->key, op->keys[0].key, op->keys[0].keylen);
+    a->keylen = op->keys[0].keylen;
+    /* As in the lease cache: the token's SHA-1, which the scripts compare with the lock's. */
+    lp_sha1_hex(op->value, op->valuelen, a->token);
+    a->tokenlen = LP_SHA1_HEX_LEN;
+    a->db = op->db;
+    snprintf(a->id, sizeof(a->id), "%s", op->id);
+}
+
+int lock_txn_lease(const lock_txn *t, const char *key, size_t keylen, int db, const char **id,
+                   const char **token, size_t *tokenlen) {
+    if (t == NULL) return 0;
+    for (int i = t->nacq - 1; i >= 0; i--) {     /* the latest acquire of the key counts */
+        const lock_txn_acq *a = &t->acq[i];
+        if (a->db != db || a->keylen != keylen || memcmp(a->key, key, keylen) != 0) continue;
+        *id = a->id;
+        *token = a->token;
+        *tokenlen = a->tokenlen;
+        return 1;
+    }
+    return 0;
 }
 
 void lock_txn_note(lock_txn *t, const resp_command *cmd, int argc, const resp_arg *argv) {
@@ -141,5 +186,6 @@ lock_op *lock_txn_release(lock_txn *t, lock_ctx *ctx, int64_t wall_ms, int argc,
 void lock_txn_free(lock_txn *t) {
     lock_op_free(t->held);
     free(t->setnx_key);
+    free_acq(t);
     memset(t, 0, sizeof(*t));
 }

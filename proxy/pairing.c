@@ -19,10 +19,28 @@ static void free_mops(multi_op *m, int n) {
     free(m);
 }
 
+static void free_mspecs(pend *m, int n) {
+    for (int i = 0; i < n; i++) {
+        free(m[i].name);
+        free(m[i].user);
+    }
+    free(m);
+}
+
+/* Forgets the transaction being queued. */
+static void drop_multi(lp_pairing *p) {
+    free_mops(p->mops, p->nmops);
+    p->mops = NULL;
+    p->nmops = 0;
+    free_mspecs(p->mspecs, p->nmspecs);
+    p->mspecs = NULL;
+    p->nmspecs = 0;
+}
+
 void pairing_free(lp_pairing *p) {
     while (p->qlen) pairing_pop(p);
     free(p->q);
-    free_mops(p->mops, p->nmops);
+    drop_multi(p);
     free(p->name);
     free(p->user);
     memset(p, 0, sizeof(*p));
@@ -50,6 +68,7 @@ pend *pairing_push(lp_pairing *p, uint8_t kind) {
     memset(e, 0, sizeof(*e));
     e->kind = kind;
     e->n = 1;
+    if (kind != PEND_LOCAL && kind != PEND_SWALLOW) p->nexpected++;
     return e;
 }
 
@@ -58,20 +77,28 @@ void pairing_pop(lp_pairing *p) {
     if (e == NULL) return;
     if (e->kind == PEND_LOCAL) p->local_bytes -= e->local_len;
     free(e->local);
+    free(e->prev);
     free(e->name);
     free(e->user);
     lock_op_free(e->op);
     free_mops(e->mops, e->nmops);
+    free_mspecs(e->mspecs, e->nmspecs);
+    if ((e->exec_elem || (e->kind == PEND_EXEC && e->split)) && p->exec_wait > 0) p->exec_wait--;
     p->qhead = (p->qhead + 1) % p->qcap;
     p->qlen--;
-    if (p->qlen == 0) p->qhead = 0;
+    if (p->qlen == 0) {
+        p->qhead = 0;
+        if (p->losing) p->raw = 1;   /* every reply owed is in: pass through from now on */
+    }
 }
 
 void pairing_expect(lp_pairing *p, uint32_t n) {
     pend *t = tail(p);
     if (t != NULL && t->kind == PEND_PLAIN && !t->auth && !t->probe && !t->blocking && !t->select &&
-        !t->setname && !t->reprobe && !t->acl_change && t->n < UINT32_MAX - n)
+        !t->setname && !t->reprobe && !t->acl_change && !t->exec_elem && t->n < UINT32_MAX - n) {
         t->n += n;
+        p->nexpected += n;
+    }
     else pairing_push(p, PEND_PLAIN)->n = n;
 }
 
@@ -96,6 +123,16 @@ void pairing_add_multi_op(lp_pairing *p, lock_op *op) {
 }
 
 void pairing_lose(lp_pairing *p) {
+    p->losing = 1;
+    p->in_multi = 0;
+    drop_multi(p);
+    if (p->qlen == 0) p->raw = 1;
+}
+
+void pairing_stream(lp_pairing *p) {
+    p->losing = 1;
+    p->in_multi = 0;
+    drop_multi(p);
     p->raw = 1;
     /* Keep LOCAL entries, in order: the session sends them now. */
     uint32_t n = p->qlen;
@@ -118,7 +155,7 @@ uint32_t pairing_owed(const pend *e) {
     switch (e->kind) {
     case PEND_PLAIN: return e->n;
     case PEND_OP: return lock_op_extra_elements(e->op) ? 2 : 1;
-    case PEND_SWALLOW: case PEND_LOCAL: return 0;
+    case PEND_SWALLOW: case PEND_LOCAL: case PEND_BARRIER: return 0;
     default: return 1;
     }
 }
@@ -132,7 +169,7 @@ int pairing_sync_starts(const lp_pairing *p, char first) {
 
 int pairing_captures(const lp_pairing *p) {
     const pend *h = p->qlen ? &p->q[p->qhead] : NULL;
-    return h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW);
+    return h != NULL && (h->kind == PEND_OP || h->kind == PEND_EXEC || h->kind == PEND_SWALLOW || h->kind == PEND_BARRIER);
 }
 
 static char *dup_or_null(const char *s, size_t len) {
@@ -253,20 +290,57 @@ static void client_reply(lp_pairing *p, const resp_arg *mode, int silent) {
 }
 
 /* EXEC (exec 1) or DISCARD: the transaction ends. Returns 1 when its reply is accounted for
- * here (an EXEC with rewritten commands, or tracking lost), 0 when it answers as any command. */
+ * here (an EXEC with rewritten commands or commands that change accounting, or tracking
+ * lost), 0 when it answers as any command. */
 static int end_multi(lp_pairing *p, int exec, int silent, pair_req *v) {
     multi_op *m = p->mops;
     int nm = p->nmops;
+    pend *ms = p->mspecs;
+    int nms = p->nmspecs;
     p->mops = NULL;
     p->nmops = 0;
-    int was_multi = p->in_multi, sub = p->multi_sub;
+    p->mspecs = NULL;
+    p->nmspecs = 0;
+    int was_multi = p->in_multi;
     p->in_multi = 0;
-    p->multi_sub = 0;
-    if (exec && sub && was_multi) {
-        free_mops(m, nm);
-        v->lost = "SUBSCRIBE, HELLO or MONITOR inside MULTI/EXEC";
+    if (exec && was_multi && nms > 0) {
+        if (silent) {
+            /* Nothing will say whether EXEC ran (WATCH): what it would do is taken as done
+             * where that is harmless (SELECT, a name, CLIENT REPLY OFF/SKIP, a protocol);
+             * a subscription or an authentication leaves the proxy unsure. */
+            free_mops(m, nm);
+            int off = p->reply_off, skip = 0;
+            for (int i = 0; i < nms && v->lost == NULL; i++) {
+                pend *t = &ms[i];
+                if (t->reply_mode == MQ_REPLY_ON || t->kind == PEND_SUB || t->auth ||
+                    (t->kind == PEND_HELLO && !p->authed))
+                    v->lost = "EXEC with replies off of a transaction that subscribes or authenticates";
+                else if (t->reply_mode == MQ_REPLY_OFF) off = 1;
+                else if (t->reply_mode == MQ_REPLY_SKIP) skip = !off;
+                else if (t->kind == PEND_HELLO && t->proto) p->proto = t->proto;
+                else if (t->select) p->db = t->db;
+                if (t->setname) {
+                    resp_arg a = {t->name, t->name_len};
+                    if (valid_client_name(&a)) set_name(p, t->name, t->name_len);
+                }
+            }
+            p->reply_off = off;
+            p->skip_cur = skip && !off;
+            free_mspecs(ms, nms);
+            return v->lost != NULL;
+        }
+        pend *e = pairing_push(p, PEND_EXEC);
+        e->split = 1;
+        e->mops = m;
+        e->nmops = nm;
+        e->mspecs = ms;
+        e->nmspecs = nms;
+        p->exec_wait++;
+        p->exec_hold = 1;
+        v->hold = 1;     /* what follows is accounted for once the header says EXEC ran */
         return 1;
     }
+    free_mspecs(ms, nms);
     if (nm > 0 && was_multi && !silent && exec) {
         pend *e = pairing_push(p, PEND_EXEC);
         e->mops = m;
@@ -277,18 +351,103 @@ static int end_multi(lp_pairing *p, int exec, int silent, pair_req *v) {
     return 0;
 }
 
-static void hello_request(lp_pairing *p, const resp_request *r, pair_req *v) {
-    pend *e = pairing_push(p, PEND_HELLO);
+/* Fills a HELLO entry from the request: the protocol asked for, AUTH (and its user), SETNAME.
+ * Returns 1 when Redis would find no syntax error in the options. */
+static int hello_fill(pend *e, const resp_request *r) {
     int auth;
     const resp_arg *name, *user;
-    if (hello_options(r, &auth, &name, &user) == 0) {
+    int okopts = hello_options(r, &auth, &name, &user) == 0;
+    if (okopts) {
         e->auth = (uint8_t)auth;
         if (name != NULL) pend_name(e, name);
         if (auth) pend_user(e, user);
     }
-    if (e->auth && !p->authed) v->hold = 1;
     if (r->argc >= 2 && r->argv[1].len == 1 && (r->argv[1].ptr[0] == '2' || r->argv[1].ptr[0] == '3'))
         e->proto = (uint8_t)(r->argv[1].ptr[0] - '0');
+    return okopts;
+}
+
+static void hello_request(lp_pairing *p, const resp_request *r, pair_req *v) {
+    pend *e = pairing_push(p, PEND_HELLO);
+    hello_fill(e, r);
+    (void)p;
+    /* What follows waits: its limits before authentication, the protocol a lock command's
+     * reply is made in and whether subscribed RESP2 refuses it depend on HELLO's answer. */
+    v->hold = e->holds = 1;
+}
+
+/* HELLO with replies silenced: what it does is known when it does not authenticate, the
+ * client is authenticated and the options are valid (a protocol switch, a name). Returns 0
+ * when the proxy cannot be sure. */
+static int hello_silent(lp_pairing *p, const resp_request *r) {
+    pend t;
+    memset(&t, 0, sizeof(t));
+    int okopts = hello_fill(&t, r);
+    int known = okopts && !t.auth && p->authed && (r->argc == 1 || t.proto != 0);
+    if (known) {
+        if (t.proto) p->proto = t.proto;
+        if (t.setname) {
+            resp_arg a = {t.name, t.name_len};
+            if (valid_client_name(&a)) set_name(p, t.name, t.name_len);
+        }
+    } else if (r->argc >= 2 && t.proto == 0 && !t.auth) {
+        known = 1;     /* NOPROTO or a syntax error: nothing changes */
+    }
+    free(t.name);
+    free(t.user);
+    return known;
+}
+
+/* The database a SELECT asks for, or -1 when Redis would refuse the argument as such. */
+static long long select_db(const resp_request *r) {
+    long long db = -1;
+    if (r->argc != 2 || !resp_parse_ll(r->argv[1].ptr, r->argv[1].len, &db) || db < 0 || db > INT32_MAX) return -1;
+    return db;
+}
+
+/* A command queued by MULTI that changes reply accounting or what the proxy knows of the
+ * client (CLIENT REPLY, the subscribe family, HELLO, SELECT, AUTH, CLIENT SETNAME) is kept,
+ * with its place, for EXEC: see pairing.h. */
+static void queue_spec(lp_pairing *p, const resp_request *r, const resp_command *c) {
+    pend t;
+    memset(&t, 0, sizeof(t));
+    t.kind = PEND_PLAIN;
+    t.n = 1;
+    uint8_t fam;
+    int unsub, keep = 1;
+    int n = sub_command(r, c, &fam, &unsub);
+    int is_client = c->id == CMD_CLIENT && r->argc == 3;
+    if (is_client && resp_arg_is(&r->argv[1], "reply")) {
+        const resp_arg *m = &r->argv[2];
+        t.reply_mode = resp_arg_is(m, "on") ? MQ_REPLY_ON : resp_arg_is(m, "off") ? MQ_REPLY_OFF
+                     : resp_arg_is(m, "skip") ? MQ_REPLY_SKIP : MQ_REPLY_NONE;
+        keep = t.reply_mode != MQ_REPLY_NONE;    /* else a syntax error element */
+    } else if (n > 0 || (n == 0 && unsub)) {
+        t.kind = PEND_SUB;
+        t.family = fam;
+        t.n = (uint32_t)n;
+    } else if (c->id == CMD_HELLO) {
+        t.kind = PEND_HELLO;
+        hello_fill(&t, r);
+    } else if (c->id == CMD_SELECT) {
+        long long db = select_db(r);
+        keep = db >= 0;
+        t.select = 1;
+        t.db = (int32_t)db;
+        if (keep) p->multi_db = (int)db;
+    } else if (is_client && resp_arg_is(&r->argv[1], "setname")) {
+        pend_name(&t, &r->argv[2]);
+    } else if (c->id == CMD_AUTH && (r->argc == 2 || r->argc == 3)) {
+        t.auth = 1;
+        pend_user(&t, r->argc == 3 ? &r->argv[1] : NULL);
+    } else {
+        keep = 0;
+    }
+    if (!keep) return;
+    t.index = p->multi_count;
+    p->mspecs = realloc(p->mspecs, sizeof(*p->mspecs) * (size_t)(p->nmspecs + 1));
+    if (p->mspecs == NULL) abort();
+    p->mspecs[p->nmspecs++] = t;
 }
 
 /* A CONFIG SET or an ACL change may change who must authenticate. */
@@ -324,10 +483,7 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_comma
     int is_quit = c->id == CMD_QUIT;
     int blocking = is_blocking(r, c);
     int reprobe = changes_auth(r, c), acl = acl_change(r, c);
-    long long db = -1;
-    if (c->id == CMD_SELECT && r->argc == 2 &&
-        (!resp_parse_ll(r->argv[1].ptr, r->argv[1].len, &db) || db < 0 || db > INT32_MAX))
-        db = -1;
+    long long db = c->id == CMD_SELECT ? select_db(r) : -1;
     if (!is_auth && !blocking && db < 0 && p->authed && setname == NULL && !reprobe && !acl) {
         pairing_expect(p, 1);
         return;
@@ -343,8 +499,41 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_comma
     e->blocking = (uint8_t)blocking;
     e->select = db >= 0;
     e->db = (int32_t)db;
-    /* Redis's limits before authentication depend on AUTH's answer: wait for it. */
+    /* Redis's limits before authentication depend on AUTH's answer: wait for it. The lock
+     * commands after a SELECT are judged in the database it gives: they wait for it too. */
     if (is_auth && !p->authed) v->hold = 1;
+    if (db >= 0) v->hold = 1;
+    e->holds = (uint8_t)v->hold;
+}
+
+/* After tracking is lost nothing is paired, but whether replies are on is still followed as
+ * far as the requests show it (CLIENT REPLY outside MULTI or queued in one, taken as if EXEC
+ * ran; RESET), and the replies asked for are counted: a protocol error or QUIT needs both
+ * (whether Redis answers it, whether Redis closes after it). Best effort: what is lost is
+ * lost. */
+static void lost_request(lp_pairing *p, const resp_request *r, const resp_command *c, int silent) {
+    if (c == NULL) c = resp_command_lookup(&r->argv[0]);
+    int reply = r->argc == 3 && c->id == CMD_CLIENT && resp_arg_is(&r->argv[1], "reply");
+    int on = reply && resp_arg_is(&r->argv[2], "on"), off = reply && resp_arg_is(&r->argv[2], "off");
+    int skip = reply && resp_arg_is(&r->argv[2], "skip");
+    int immediate = !p->in_multi || (c->flags & CMDF_NO_QUEUE);
+    if (!silent && !(immediate && (off || skip))) p->nexpected++;
+    if (!immediate) {
+        if (on || off || skip) p->multi_reply = on ? MQ_REPLY_ON : off ? MQ_REPLY_OFF : MQ_REPLY_SKIP;
+        return;
+    }
+    if (on) { p->reply_off = 0; p->skip_cur = 0; }
+    else if (off) { p->reply_off = 1; p->skip_cur = 0; }
+    else if (skip && !p->reply_off) p->skip_cur = 1;
+    else if (c->id == CMD_RESET) p->in_multi = p->reply_off = p->skip_cur = 0;
+    else if (c->id == CMD_MULTI) { if (!p->in_multi) p->multi_reply = MQ_REPLY_NONE; p->in_multi = 1; }
+    else if (c->id == CMD_DISCARD) p->in_multi = 0;
+    else if (c->id == CMD_EXEC && p->in_multi) {
+        p->in_multi = 0;
+        if (p->multi_reply == MQ_REPLY_ON) p->reply_off = 0;
+        else if (p->multi_reply == MQ_REPLY_OFF) p->reply_off = 1;
+        else if (p->multi_reply == MQ_REPLY_SKIP && !p->reply_off) p->skip_cur = 1;
+    }
 }
 
 /* Mirrors redis-server: CLIENT REPLY OFF/SKIP silence replies, an empty frame still ends a
@@ -353,11 +542,15 @@ static void plain_request(lp_pairing *p, const resp_request *r, const resp_comma
 pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_command *c) {
     pair_req v;
     memset(&v, 0, sizeof(v));
-    int silent = pairing_silent(p);
+    int silent = pairing_silent(p), skipped = p->skip_cur;
     /* Redis's resetClient() after every frame, empty ones included, ends a SKIP; CLIENT
      * REPLY SKIP below starts one for the next frame. */
     p->skip_cur = 0;
-    if (r->argc == 0 || p->raw) return v;
+    if (r->argc == 0) return v;
+    if (pairing_lost(p)) {
+        lost_request(p, r, c, silent);
+        return v;
+    }
     if (c == NULL) c = resp_command_lookup(&r->argv[0]);
 
     int is_client = c->id == CMD_CLIENT && r->argc == 3;
@@ -365,16 +558,27 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
     uint8_t fam;
     int unsub;
 
-    if (is_client && resp_arg_is(&r->argv[1], "reply")) {
-        if (!immediate) v.lost = "CLIENT REPLY inside MULTI";
-        else client_reply(p, &r->argv[2], silent);
+    if (p->proto == 2 && pairing_subscribed(p) && sub_command(r, c, &fam, &unsub) < 0 && c->id != CMD_PING &&
+        c->id != CMD_QUIT && c->id != CMD_RESET) {
+        /* Subscribed in RESP2: Redis refuses it with an error and it changes nothing. */
+        if (!silent) pairing_expect(p, 1);
         return v;
     }
+
     if (!immediate) {
-        if (sub_command(r, c, &fam, &unsub) >= 0 || c->id == CMD_HELLO || c->id == CMD_MONITOR)
-            p->multi_sub = 1;
+        if (silent && is_client && resp_arg_is(&r->argv[1], "reply") && resp_arg_is(&r->argv[2], "on")) {
+            /* Replies off, and this turns them on in the middle of EXEC: whether EXEC runs
+             * (WATCH, a queued error) decides whether the elements after it come. */
+            v.lost = "CLIENT REPLY ON queued in MULTI with replies off";
+            return v;
+        }
+        queue_spec(p, r, c);
         p->multi_count++;
         if (!silent) pairing_expect(p, 1);
+        return v;
+    }
+    if (is_client && resp_arg_is(&r->argv[1], "reply")) {
+        client_reply(p, &r->argv[2], silent);
         return v;
     }
 
@@ -390,6 +594,7 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
     case CMD_MULTI:
         if (!p->in_multi) {
             p->multi_count = 0;
+            p->multi_db = p->db;
             v.multi_begins = 1;
         }
         p->in_multi = 1;
@@ -399,22 +604,46 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
         if (end_multi(p, c->id == CMD_EXEC, silent, &v)) return v;
         break;
     case CMD_QUIT:
-        /* Redis answers +OK and closes; nothing after it runs. Silenced, it never closes. */
-        if (silent) v.discard = 1;
+        /* Redis answers +OK and closes; nothing after it runs. Silenced, it closes only when
+         * a reply is still unwritten (one asked for in the same read of the client's bytes:
+         * Redis writes a read's replies after running them all); else it never closes. */
+        if (silent && p->nexpected == p->batch_mark) v.discard = 1;
         else v.quit = 1;
         break;
     case CMD_RESET:
-        p->in_multi = p->multi_sub = p->reply_off = p->skip_cur = 0;
-        free_mops(p->mops, p->nmops);
-        p->mops = NULL;
-        p->nmops = 0;
+        /* RESET turns replies on before it answers; only a SKIP silences it. */
+        p->in_multi = p->reply_off = p->skip_cur = 0;
+        drop_multi(p);
         set_name(p, NULL, 0);
-        if (!silent) pairing_push(p, PEND_RESET);
+        if (!skipped) {
+            /* The database and protocol lock commands are judged in change with its answer. */
+            pairing_push(p, PEND_RESET)->holds = 1;
+            v.hold = 1;
+        } else {
+            /* Nothing will confirm it: RESET always succeeds. Whether the client must
+             * authenticate again is re-learnt from the next replies. */
+            p->proto = 2;
+            p->monitor = 0;
+            p->nsub[0] = p->nsub[1] = p->nsub[2] = 0;
+            p->db = 0;
+            p->authed = 0;
+            free(p->user);
+            p->user = NULL;
+            p->user_len = 0;
+        }
         return v;
     case CMD_HELLO:
-        if (silent) v.lost = "HELLO with CLIENT REPLY OFF/SKIP";
-        else hello_request(p, r, &v);
+        if (!silent) hello_request(p, r, &v);
+        else if (!hello_silent(p, r)) v.lost = "HELLO AUTH (or HELLO before authenticating) with CLIENT REPLY OFF/SKIP";
         return v;
+    case CMD_SELECT:
+        if (silent) {
+            /* Nothing will confirm it: taken as Redis takes it (a valid index). */
+            long long db = select_db(r);
+            if (db >= 0) p->db = (int)db;
+            return v;
+        }
+        break;
     case CMD_MONITOR:
         if (!silent) pairing_push(p, PEND_MONITOR);
         return v;
@@ -438,6 +667,9 @@ pair_req pairing_request(lp_pairing *p, const resp_request *r, const resp_comman
             pend *e = pairing_push(p, PEND_SUB);
             e->family = fam;
             e->n = (uint32_t)n;    /* 0: one reply per current subscription, at least one */
+            /* Whether the client is subscribed decides how Redis takes what follows (RESP2
+             * refuses lock commands then, and the proxy must not rewrite them): wait. */
+            v.hold = e->holds = 1;
             return v;
         }
         break;
@@ -555,10 +787,13 @@ pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int a
     pair_reply v;
     memset(&v, 0, sizeof(v));
     pend *e = pairing_head(p);
+    uint32_t qlen = p->qlen;
+    int holds = e != NULL && e->holds;
     if (r->type == '>') {
         if (e != NULL && e->kind == PEND_SUB && note_subscription(p, r)) {
             sub_reply(p, e);          /* RESP3: a subscription confirmation is a push */
             v.kind = PAIR_ANSWER;
+            v.release_hold = holds && p->qlen < qlen;
             return v;
         }
         v.kind = PAIR_OUT_OF_BAND;
@@ -596,6 +831,118 @@ pair_reply pairing_reply(lp_pairing *p, const resp_reply *r, int captured, int a
     v.auth_answered = e->auth;
     v.sync_refused = e->kind == PEND_SYNC;
     answer(p, e, r, auth_state);
+    v.release_hold = holds && p->qlen < qlen;
     v.kind = PAIR_ANSWER;
     return v;
+}
+
+/* ---- split EXEC ---- */
+
+int pairing_wants_header(const lp_pairing *p) {
+    const pend *h = p->qlen ? &p->q[p->qhead] : NULL;
+    return h != NULL && h->kind == PEND_EXEC && h->split;
+}
+
+int pairing_exec_done(lp_pairing *p) {
+    if (!p->exec_hold || p->exec_wait > 0) return 0;
+    p->exec_hold = 0;
+    return 1;
+}
+
+static pend *push_elem(lp_pairing *p, uint8_t kind) {
+    pend *e = pairing_push(p, kind);
+    e->exec_elem = 1;
+    p->exec_wait++;
+    return e;
+}
+
+/* The count of an aggregate header line "*<n>\r\n", or -1. */
+static long long header_count(const char *line, size_t len) {
+    if (len < 4 || line[0] != '*' || line[len - 2] != '\r' || line[len - 1] != '\n') return -1;
+    long long n;
+    if (!resp_parse_ll(line + 1, len - 3, &n) || n < 0) return -1;
+    return n;
+}
+
+/* Mirrors execCommand(): the elements of the commands queued, in order. CLIENT REPLY OFF
+ * silences every element after it (until a CLIENT REPLY ON, which answers), SKIP silences the
+ * first reply after EXEC (ON does not undo that: Redis clears only the current skip). */
+int pairing_exec_header(lp_pairing *p, const char *line, size_t len, lp_str *hdr, const char **lost) {
+    *lost = NULL;
+    pend *h = pairing_head(p);
+    long long n = header_count(line, len);
+    if (h == NULL || n < 0) {
+        pairing_pop(p);
+        return 0;
+    }
+    pend ex = *h;
+    h->mops = NULL;
+    h->nmops = 0;
+    h->mspecs = NULL;
+    h->nmspecs = 0;
+    pairing_pop(p);
+    long long extra = 0;
+    for (int i = 0; i < ex.nmops; i++)
+        if (ex.mops[i].index < n) extra += lock_op_extra_elements(ex.mops[i].op);
+    resp_enc_num(hdr, '*', n + extra);
+    int off = 0, skip = 0, m = 0, k = 0;
+    for (long long i = 0; i < n && *lost == NULL; i++) {
+        while (m < ex.nmops && ex.mops[m].index < i) m++;
+        while (k < ex.nmspecs && ex.mspecs[k].index < i) k++;
+        if (m < ex.nmops && ex.mops[m].index == i) {
+            if (!off) {
+                pend *e = push_elem(p, PEND_OP);
+                e->op = ex.mops[m].op;
+                ex.mops[m].op = NULL;
+            }
+            continue;
+        }
+        if (k >= ex.nmspecs || ex.mspecs[k].index != i) {
+            if (!off) push_elem(p, PEND_PLAIN);
+            continue;
+        }
+        pend *t = &ex.mspecs[k];
+        if (t->reply_mode == MQ_REPLY_ON) {
+            off = 0;
+            push_elem(p, PEND_PLAIN);
+            continue;
+        }
+        if (t->reply_mode == MQ_REPLY_OFF) { off = 1; continue; }
+        if (t->reply_mode == MQ_REPLY_SKIP) { if (!off) skip = 1; continue; }
+        if (off) {
+            /* Silenced: taken as Redis takes it where that is certain. */
+            if (t->kind == PEND_HELLO && !t->auth && p->authed) {
+                if (t->proto) p->proto = t->proto;   /* HELLO 2/3: a switch; else NOPROTO */
+                continue;
+            }
+            if (t->kind == PEND_SUB || t->kind == PEND_HELLO || t->auth) {
+                *lost = "SUBSCRIBE, HELLO or AUTH silenced by CLIENT REPLY OFF inside MULTI/EXEC";
+                break;
+            }
+            if (t->select) p->db = t->db;
+            if (t->setname) {
+                resp_arg a = {t->name, t->name_len};
+                if (valid_client_name(&a)) set_name(p, t->name, t->name_len);
+            }
+            continue;
+        }
+        pend *e = push_elem(p, t->kind);
+        e->family = t->family;
+        e->n = t->n;
+        e->proto = t->proto;
+        e->auth = t->auth;
+        e->select = t->select;
+        e->db = t->db;
+        e->setname = t->setname;
+        e->name = t->name;
+        e->name_len = t->name_len;
+        e->user = t->user;
+        e->user_len = t->user_len;
+        t->name = t->user = NULL;
+    }
+    p->reply_off = off;
+    p->skip_cur = skip && !off;
+    free_mops(ex.mops, ex.nmops);
+    free_mspecs(ex.mspecs, ex.nmspecs);
+    return 1;
 }

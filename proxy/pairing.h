@@ -12,17 +12,40 @@
  *   RESET    +RESET clears protocol, subscriptions, MONITOR, database, name
  *   LOCAL    a reply the proxy makes itself, sent once everything before it is answered
  *   OP       a rewritten lock command: its reply is captured for the policy
- *   EXEC     EXEC of a transaction holding rewritten commands: captured too
+ *   EXEC     EXEC of a transaction holding rewritten commands: captured too; or, split, the
+ *            EXEC of a transaction that queued commands changing reply accounting: only its
+ *            header line is read (pairing_exec_header), then one entry per element
  *   SWALLOW  a reply the client already had from the proxy (+QUEUED): captured, dropped
  *   SYNC     SYNC or PSYNC: an error line is its reply; anything else (a bare "\n" keepalive,
  *            +FULLRESYNC, +CONTINUE, the RDB bulk) starts the replication stream, and the
  *            session passes bytes through both ways from then on (pairing_sync_starts)
+ *   BARRIER  tracking lost: the replies before the proxy's own DISCARD and PING <marker>
+ *            pass as they come, the replies to those two are dropped (local: the marker;
+ *            prev: the frame held back until the next shows whether it was DISCARD's)
  *
  * Request-side state (MULTI, CLIENT REPLY OFF/SKIP) decides how many replies a request gets;
- * reply-side state (protocol, subscriptions, MONITOR) decides what is out of band. Where the
- * proxy cannot be sure (CLIENT REPLY, SUBSCRIBE, HELLO or MONITOR queued inside MULTI; HELLO or
- * SUBSCRIBE with replies silenced; a reply with no request pending) tracking is lost: the
- * verdict says so and the session passes bytes through from then on. */
+ * reply-side state (protocol, subscriptions, MONITOR) decides what is out of band.
+ *
+ * Inside MULTI, CLIENT REPLY, (P|S)(UN)SUBSCRIBE, HELLO, SELECT, AUTH and CLIENT SETNAME are
+ * queued like any command and take effect when EXEC runs them: in order, each only if its
+ * element is no error. Redis writes their replies inside the EXEC array (a SUBSCRIBE of two
+ * channels writes two elements, CLIENT REPLY OFF/SKIP none, and OFF silences the elements
+ * after it), so the array's count no longer tells where it ends. Such an EXEC is split: the
+ * requests behind it wait (hold) until its header line and every element the transaction
+ * produces are in, each queued as an entry of its own, in order; the state after EXEC
+ * (replies on/off/skipped, database, protocol, subscriptions) is then known before the next
+ * request is accounted for. Outside MULTI the requests behind a SELECT, HELLO, RESET, a
+ * subscribe-family command or an AUTH before authentication wait for its reply in the same
+ * way (the lock policy judges them in the database, protocol and mode it gives). In RESP2
+ * subscribed mode every other command is refused by Redis and changes nothing.
+ *
+ * Where the proxy cannot be sure (a subscribe-family command or HELLO AUTH with replies
+ * silenced, also after an OFF inside the same EXEC; CLIENT REPLY ON queued in MULTI with
+ * replies off; an EXEC with replies silenced whose transaction subscribes or authenticates; a
+ * reply with no request pending) tracking is lost: the verdict says so, every reply already
+ * owed is still paired and delivered exactly once, in order, and once the queue is empty the
+ * session passes bytes through. Requests are then only followed for whether replies are on
+ * and how many are asked for (a protocol error's close depends on both). */
 #ifndef LP_PAIRING_H
 #define LP_PAIRING_H
 
@@ -32,10 +55,11 @@
 #include "resp/reply.h"
 #include "resp/command.h"
 #include "policy/lock.h"
+#include "resp/encode.h"
 
 enum pend_kind {
     PEND_PLAIN, PEND_SUB, PEND_HELLO, PEND_MONITOR, PEND_RESET, PEND_LOCAL, PEND_OP,
-    PEND_EXEC, PEND_SWALLOW, PEND_SYNC
+    PEND_EXEC, PEND_SWALLOW, PEND_SYNC, PEND_BARRIER
 };
 
 enum sub_family { SUB_CHANNEL, SUB_PATTERN, SUB_SHARD };
@@ -54,6 +78,12 @@ typedef struct pend {
                               * must authenticate may change */
     uint8_t acl_change;      /* ACL SETUSER/DELUSER/LOAD: users' rights may change */
     uint8_t script_probe;    /* SWALLOW: the proxy's own EVALSHA probe of scripting rights */
+    uint8_t split;           /* EXEC: split (see the top); mspecs are its queued commands
+                              * that change accounting */
+    uint8_t exec_elem;       /* OP: an element of a split EXEC (no NOSCRIPT retry, no hold) */
+    uint8_t reply_mode;      /* a queued CLIENT REPLY: MQ_REPLY_ON/OFF/SKIP */
+    uint8_t holds;           /* the requests behind it wait for its reply (AUTH, SELECT) */
+    int32_t index;           /* a command queued by MULTI: its place in the transaction */
     int32_t db;
     uint32_t n;
     char *name;              /* setname: the name ("" clears it) */
@@ -62,10 +92,19 @@ typedef struct pend {
     size_t user_len;
     char *local;             /* LOCAL: the bytes */
     size_t local_len;
+    char *prev;              /* BARRIER: the frames held back (n of them at most, nheld now;
+                              * cut: where each ends in prev) */
+    size_t prev_len;
+    size_t cut[2];
+    uint32_t nheld;
     lock_op *op;             /* OP: the decision */
     multi_op *mops;          /* EXEC: the rewritten commands of the transaction */
     int nmops;
+    struct pend *mspecs;     /* split EXEC: the queued commands that change accounting */
+    int nmspecs;
 } pend;
+
+enum { MQ_REPLY_NONE, MQ_REPLY_ON, MQ_REPLY_OFF, MQ_REPLY_SKIP };
 
 /* Whether Redis's default user needs a password, as far as the proxy knows. */
 enum { LP_AUTH_UNKNOWN, LP_AUTH_REQUIRED, LP_AUTH_NOT_REQUIRED };
@@ -76,15 +115,25 @@ typedef struct lp_pairing {
     size_t local_bytes;           /* bytes of the LOCAL entries' replies */
     /* request side */
     unsigned in_multi : 1;
-    unsigned multi_sub : 1;       /* this MULTI queues a command that changes accounting */
     unsigned reply_off : 1;
     unsigned skip_cur : 1;        /* CLIENT REPLY SKIP: the current frame's reply is skipped */
-    unsigned raw : 1;             /* tracking lost: nothing is paired any more */
+    unsigned losing : 1;          /* tracking lost: requests are no longer accounted for; the
+                                   * replies still queued are paired, then raw */
+    unsigned raw : 1;             /* tracking lost and the queue empty: nothing is paired */
     unsigned authed : 1;          /* as far as the proxy knows, Redis has authenticated it */
     int multi_count;              /* commands queued by this MULTI */
+    uint8_t multi_reply;          /* tracking lost: the last CLIENT REPLY queued by this MULTI */
+    uint64_t nexpected;           /* replies asked of Redis so far (entries that await one) */
+    uint64_t batch_mark;          /* nexpected when the client's current read began */
     multi_op *mops;               /* rewritten ones among them */
     int nmops;
     size_t mops_bytes;            /* what they hold (lock_op_bytes), while nmops > 0 */
+    pend *mspecs;                 /* queued ones that change accounting (see the top) */
+    int nmspecs;
+    unsigned exec_hold : 1;       /* the requests behind a split EXEC wait (pairing_exec_done) */
+    uint32_t exec_wait;           /* split EXEC entries and their element entries queued */
+    int multi_db;                 /* the database the queued commands will run in, as far as
+                                   * the SELECTs queued before them go */
     /* reply side */
     unsigned monitor : 1;
     unsigned last_protocol_error : 1;
@@ -109,6 +158,10 @@ typedef struct pair_req {
     unsigned discard : 1;    /* QUIT with replies silenced: read and drop what follows */
     unsigned multi_begins : 1; /* a MULTI that opens a transaction */
 } pair_req;
+
+/* 1 once tracking is lost (the queue may still be draining): no request is accounted for,
+ * no lock command rewritten. */
+static inline int pairing_lost(const struct lp_pairing *p) { return p->losing || p->raw; }
 
 /* Accounts for one framed request that goes to Redis as it is (the frame is forwarded
  * whatever the verdict). c is the command table's entry for its name,
@@ -137,9 +190,27 @@ typedef struct pair_reply {
     unsigned acl_changed : 1;        /* an ACL change succeeded */
     unsigned auth_answered : 1;      /* the answer to an AUTH or HELLO AUTH */
     unsigned script_probe : 1;       /* SWALLOWED: the answer to the scripting probe */
+    unsigned release_hold : 1;       /* the answer to a request that held those behind it */
     unsigned scripts_refused : 1;    /* ... which was NOPERM */
     unsigned sync_refused : 1;       /* the error line answering a SYNC or PSYNC */
 } pair_reply;
+
+/* The head entry is a split EXEC whose header line has not come yet. */
+int pairing_wants_header(const lp_pairing *p);
+
+/* The header line of a split EXEC's reply (line: its bytes with the CRLF). When it opens an
+ * array of n >= 0 elements, queues one entry per element the transaction produces (the
+ * rewritten commands' captured), applies what is known at once (CLIENT REPLY), writes into
+ * hdr the header the client gets (the count grown by merged SETNX+EXPIRE elements) and returns
+ * 1; *lost is set when the transaction leaves the proxy unsure (the entries before that
+ * point are queued; the caller loses tracking). Any other line (an error, a null: EXEC did not run)
+ * is the whole reply: the entry pops, nothing takes effect, 0 is returned and the line goes
+ * to the client as it is. Either way the requests held behind the EXEC may go on. */
+int pairing_exec_header(lp_pairing *p, const char *line, size_t len, lp_str *hdr, const char **lost);
+
+/* 1 (once) when a split EXEC and every element it queued have been answered: the requests
+ * held behind it may go on, with the state it left (replies on/off, database, protocol). */
+int pairing_exec_done(lp_pairing *p);
 
 /* Judges one whole reply frame. captured is 1 when the frame was kept whole because the
  * head entry was OP, EXEC or SWALLOW at its start (pairing_captures()). auth_state is the
@@ -167,8 +238,12 @@ void pairing_expect(lp_pairing *p, uint32_t n);
 void pairing_push_local(lp_pairing *p, const char *bytes, size_t len, int close_after);
 /* Records a rewritten command queued by MULTI: its EXEC element goes through the policy. */
 void pairing_add_multi_op(lp_pairing *p, lock_op *op);
-/* Stops pairing: every entry but LOCAL ones is dropped (their replies will pass unpaired). */
+/* Tracking is lost: no further request is accounted for; the entries queued are still
+ * paired, and once the queue is empty (at once when it is) pairing stops (raw). */
 void pairing_lose(lp_pairing *p);
+/* A replication stream started (the reply to SYNC/PSYNC, the last request paired: those
+ * behind it waited): pairing stops at once, keeping only the proxy's own replies queued. */
+void pairing_stream(lp_pairing *p);
 /* How many replies an entry still expects from Redis (for error lines when it is gone). */
 uint32_t pairing_owed(const pend *e);
 /* 1 while the client is subscribed to anything. */

@@ -66,6 +66,7 @@ typedef struct proxy {
     int nclients;
     int draining;
     uint64_t accept_errors, accept_errors_logged;   /* refused connections; how many a line told */
+    uint64_t unchecked_lock_cmds;          /* lock commands forwarded unchecked: tracking lost */
     uint64_t last_emfile_log;
     struct lp_sentinel *sentinel;          /* upstream sentinel://: follows the master */
     int activated;                         /* the listener came from systemd (LISTEN_FDS) */

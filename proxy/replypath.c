@@ -25,7 +25,7 @@ void sess_queue_local(session *s, const char *bytes, size_t len, int close_after
 
 /* Stops pairing replies on this session: from now on bytes pass through both ways. */
 void sess_lose_tracking(session *s, const char *why) {
-    if (s->pg.raw) return;
+    if (pairing_lost(&s->pg)) return;
     lp_logf("tracking_lost client=%s: %s; passing bytes through", s->peer, why);
     if (s->px->lock.log != NULL && s->px->policy != NULL) {
         audit_event e;
@@ -42,7 +42,7 @@ void sess_lose_tracking(session *s, const char *why) {
         e.held_ms = -1;
         s->px->lock.log(s->px->lock.log_ud, &e);
     }
-    /* Replies still due are no longer paired; local replies queued behind them go now. */
+    /* Replies still due are paired and delivered as before; then bytes pass through. */
     pairing_lose(&s->pg);
     drain_locals(s);
 }
@@ -52,9 +52,35 @@ void sess_start_repl_stream(session *s) {
     lp_logf("replication client=%s: SYNC/PSYNC answered with a replication stream; passing bytes through", s->peer);
     s->repl_stream = 1;
     s->hold = 0;
-    pairing_lose(&s->pg);
+    pairing_stream(&s->pg);
+    s->raw_unscanned = 1;     /* an RDB payload and a command stream: nothing to frame */
     drain_locals(s);
     uv_timer_stop(&s->timer);
+}
+
+int sess_barrier(session *s, const char *line, size_t len, int silent) {
+    if (!pairing_lost(&s->pg) || s->raw_unscanned) return 0;
+    char nonce[48], ping[160], want[64];
+    int nn = snprintf(nonce, sizeof(nonce), "lockproxy-barrier-%llu", (unsigned long long)s->conn_id);
+    /* DISCARD first: inside MULTI a PING would only be queued. It answers once whether a
+     * MULTI is open or not, and the connection closes after the error anyway, as Redis closes
+     * it (discarding the transaction). */
+    if (silent && s->pg.proto == 2 && pairing_subscribed(&s->pg)) return 0;   /* ON refused */
+    /* With replies off: DISCARD's reply is silenced (and a SKIP ends there), then ON answers:
+     * one frame before the marker either way. */
+    int pn = snprintf(ping, sizeof(ping), "DISCARD\r\n%s*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n",
+                      silent ? "CLIENT REPLY ON\r\n" : "", nn, nonce);
+    int wn = snprintf(want, sizeof(want), "$%d\r\n%s\r\n", nn, nonce);
+    sess_emit_copy(s, &s->to_up, ping, (size_t)pn);
+    s->pg.raw = 0;      /* still losing: nothing is accounted for, the queue is paired */
+    pend *b = pairing_push(&s->pg, PEND_BARRIER);
+    b->local = malloc((size_t)wn);
+    if (b->local == NULL) abort();
+    memcpy(b->local, want, (size_t)wn);
+    b->local_len = (size_t)wn;
+    b->n = 1;                  /* the frame before the marker that is the proxy's own */
+    sess_queue_local(s, line, len, 1);
+    return 1;
 }
 
 void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -84,6 +110,10 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
     lp_str out = {0};
     if (p->kind == PEND_EXEC && s->ex.phase != EX_NONE) {
         s->ex.phase = EX_NONE;    /* streamed: the client has had every byte of it */
+    } else if (p->kind == PEND_OP && p->exec_elem) {
+        /* An element of a split EXEC, in the protocol in force when it comes. */
+        lock_op_set_proto(p->op, s->pg.proto);
+        lock_op_reply(&s->px->lock, p->op, f, len, 1, &out);
     } else if (p->kind == PEND_EXEC) {
         /* Replies are in the protocol in force when they come (a HELLO pipelined before the
          * command may have changed it since the command was decided). */
@@ -104,7 +134,7 @@ static void op_reply(session *s, pend *p, const char *f, size_t len) {
     }
     sess_emit_copy(s, &s->to_client, out.p, out.len);
     lp_str_free(&out);
-    if (p->kind == PEND_OP) s->hold = 0;
+    if (p->kind == PEND_OP && !p->exec_elem) s->hold = 0;
     pairing_pop(&s->pg);
 }
 
@@ -114,10 +144,45 @@ static void reply_done(session *s) {
     int captured = s->capturing;
     s->capturing = 0;
     proxy *px = s->px;
+    pend *bh = pairing_head(&s->pg);
+    if (bh != NULL && bh->kind == PEND_BARRIER) {
+        /* Tracking lost: replies pass until the proxy's own PING <marker> is answered. */
+        if (captured && s->cap.len > 0 && s->cap.p[0] == '>') {
+            sess_emit_copy(s, &s->to_client, s->cap.p, s->cap.len);   /* a push: never ours */
+            s->cap.len = 0;
+        } else if (captured) {
+            const char *m = bh->local;
+            size_t ml = bh->local_len, n = s->cap.len;
+            int marker = n >= ml && memcmp(s->cap.p + n - ml, m, ml) == 0 &&
+                         (n == ml || (n > 4 && memcmp(s->cap.p, "*2\r\n", 4) == 0));
+            if (marker) {
+                pairing_pop(&s->pg);      /* and the frames held back: the proxy's own */
+            } else {
+                /* Hold back the last bh->n frames (prev: their bytes, cut: where each ends). */
+                if (bh->nheld == bh->n && bh->n > 0) {
+                    size_t first = bh->cut[0];
+                    sess_emit_copy(s, &s->to_client, bh->prev, first);
+                    memmove(bh->prev, bh->prev + first, bh->prev_len - first);
+                    bh->prev_len -= first;
+                    bh->cut[0] = bh->cut[1] - first;
+                    bh->nheld--;
+                }
+                char *np = realloc(bh->prev, bh->prev_len + n + 1);
+                if (np == NULL) abort();
+                bh->prev = np;
+                memcpy(bh->prev + bh->prev_len, s->cap.p, n);
+                bh->prev_len += n;
+                bh->cut[bh->nheld++] = bh->prev_len;
+            }
+            s->cap.len = 0;
+        }
+        drain_locals(s);
+        return;
+    }
     pair_reply v = pairing_reply(&s->pg, &s->rep, captured, px->auth_state);
     if (v.auth_required) px->auth_state = LP_AUTH_REQUIRED;
     if (v.auth_not_required) px->auth_state = LP_AUTH_NOT_REQUIRED;
-    if ((v.auth_answered || v.sync_refused) && s->hold) {
+    if ((v.auth_answered || v.sync_refused || v.release_hold) && s->hold) {
         pend *h = pairing_head(&s->pg);
         if (h == NULL || h->kind != PEND_OP) s->hold = 0;
     }
@@ -233,10 +298,36 @@ static void exec_feed(session *s, lp_block *b, size_t off, size_t n) {
     }
 }
 
+/* The header line of a split EXEC (in s->cap) is in: the client gets the header it promises,
+ * and the elements are queued (pairing_exec_header). */
+static void exec_header(session *s) {
+    lp_str hdr = {0};
+    const char *lost = NULL;
+    if (pairing_exec_header(&s->pg, s->cap.p, s->cap.len, &hdr, &lost)) sess_emit_copy(s, &s->to_client, hdr.p, hdr.len);
+    else sess_emit_copy(s, &s->to_client, s->cap.p, s->cap.len);
+    lp_str_free(&hdr);
+    s->cap.len = 0;
+    if (lost != NULL) sess_lose_tracking(s, lost);
+    drain_locals(s);
+}
+
+/* Pass-through (tracking lost) still frames the replies, without pairing them, so that a
+ * barrier (sess_barrier) starts at a frame boundary; bytes that are not RESP end that. */
+static void raw_pass(session *s, lp_block *b, size_t off, size_t len) {
+    size_t pos = off, end = off + len, used;
+    while (!s->raw_unscanned && pos < end) {
+        resp_status rs = resp_reply_scan(&s->rep, b->data + pos, end - pos, &used);
+        pos += used;
+        if (rs == RESP_ERROR) s->raw_unscanned = 1;
+        s->rep_mid = rs == RESP_AGAIN;
+    }
+    sess_emit(s, &s->to_client, b, off, len);
+}
+
 static void process_upstream_input(session *s, size_t off, size_t len) {
     lp_block *b = s->rin;
     if (s->pg.raw) {
-        sess_emit(s, &s->to_client, b, off, len);
+        raw_pass(s, b, off, len);
         return;
     }
     size_t start = off, end = off + len;
@@ -246,6 +337,27 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
             sess_start_repl_stream(s);
             sess_emit(s, &s->to_client, b, off, end - off);
             return;
+        }
+        if (!s->rep_mid && !s->exec_header && pairing_wants_header(&s->pg)) {
+            /* A split EXEC: its header line alone, then its elements one by one. */
+            if (off > start) sess_emit(s, &s->to_client, b, start, off - start);
+            s->exec_header = 1;
+        }
+        if (s->exec_header) {
+            const char *nl = memchr(b->data + off, '\n', end - off);
+            size_t used = nl != NULL ? (size_t)(nl - (b->data + off)) + 1 : end - off;
+            lp_str_add(&s->cap, b->data + off, used);
+            off += used;
+            start = off;
+            if (nl == NULL && s->cap.len < 64) break;
+            s->exec_header = 0;
+            exec_header(s);
+            if (pairing_exec_done(&s->pg)) s->hold = 0;
+            if (s->pg.raw) {
+                raw_pass(s, b, off, end - off);
+                return;
+            }
+            continue;
         }
         if (!s->rep_mid) {
             /* A new frame: replies to rewritten commands are kept whole, not forwarded. */
@@ -286,8 +398,9 @@ static void process_upstream_input(session *s, size_t off, size_t len) {
         sess_emit(s, &s->to_client, b, start, off - start);
         start = off;
         reply_done(s);
+        if (pairing_exec_done(&s->pg)) s->hold = 0;
         if (s->pg.raw) {
-            sess_emit(s, &s->to_client, b, off, end - off);
+            raw_pass(s, b, off, end - off);
             return;
         }
     }

@@ -70,9 +70,11 @@ static void lock_client_of(session *s, const resp_command *cmd, lock_client *c) 
     c->name_len = s->pg.name_len;
     c->proto = s->pg.proto;
     c->in_multi = s->pg.in_multi;
-    c->db = s->pg.db;
+    /* Inside MULTI: the database the SELECTs queued before it give. */
+    c->db = s->pg.in_multi ? s->pg.multi_db : s->pg.db;
     c->multi_setnx = s->pg.in_multi ? s->txn.setnx_key : NULL;
     c->multi_setnx_len = s->txn.setnx_len;
+    c->txn = s->pg.in_multi ? &s->txn : NULL;
     c->now_ms = (int64_t)uv_now(s->px->loop);
     c->wall_ms = lp_wall_ms();
     c->user = s->pg.user;
@@ -86,26 +88,21 @@ static void lock_client_of(session *s, const resp_command *cmd, lock_client *c) 
  * loaded, the client is authenticated and its replies are on, and whether its user may run
  * scripts is not known yet. */
 static int need_script_probe(session *s) {
-    if (s->px->policy == NULL || s->pg.raw || s->no_scripts || pairing_silent(&s->pg)) return 0;
+    if (s->px->policy == NULL || pairing_lost(&s->pg) || s->no_scripts || pairing_silent(&s->pg)) return 0;
     if (!(s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED)) return 0;
     return !proxy_user_scripts(s->px, s->pg.user, s->pg.user_len) &&
            !proxy_user_noscripts(s->px, s->pg.user, s->pg.user_len);
 }
 
-/* Before an op queued in MULTI as an EVALSHA: the first of its script in this transaction is
- * preceded by "EVAL <script> 0", which loads it when EXEC runs (so a SCRIPT FLUSH between
- * the queueing and EXEC cannot make it NOSCRIPT); its +QUEUED is swallowed and its EXEC
- * element left out. */
-static void preload_script(session *s, const lock_op *op) {
+/* An op queued in MULTI goes as an EVALSHA, except the first of its script in this
+ * transaction, which goes as an EVAL carrying the script (lock_op_multi_eval): EXEC runs it
+ * first and loads the script for the EVALSHAs after it (a SCRIPT FLUSH between the queueing
+ * and EXEC cannot make them NOSCRIPT), and Redis judges it at queue time as it judges the
+ * client's command. */
+static void preload_script(session *s, lock_op *op) {
     unsigned bit = lock_op_preload(op, NULL);
     if (bit == 0 || (s->txn.preloaded & bit)) return;
-    lp_str ev = {0};
-    lock_op_preload(op, &ev);
-    sess_emit_copy(s, &s->to_up, ev.p, ev.len);
-    lp_str_free(&ev);
-    pairing_push(&s->pg, PEND_SWALLOW);
-    pairing_add_multi_op(&s->pg, lock_op_new_drop());
-    s->txn.preloaded |= bit;
+    if (lock_op_multi_eval(op) == 0) s->txn.preloaded |= bit;
 }
 
 /* The request after a held SETNX (argc 0: none, the transaction ends) lets the SETNX go, with
@@ -128,6 +125,54 @@ static int release_held_setnx(session *s, lp_block *b, size_t fwd_start, size_t 
     return merged;
 }
 
+/* Tracking is lost on this connection, so lock commands go as the client sent them: each one
+ * a rule would have rewritten is logged (lock_unchecked) and counted, proxy-wide and per
+ * connection, so that no lock command passes unprotected unseen. */
+static void log_unchecked(session *s, const resp_command *cmd, const char *frame, size_t framelen) {
+    if (cmd->keys == RESP_KEYS_NUMKEYS) return;   /* scripts are forwarded anyway */
+    proxy *px = s->px;
+    lock_client c;
+    lock_client_of(s, cmd, &c);
+    c.in_multi = 0;
+    c.txn = NULL;
+    lock_op *op = NULL;
+    /* The decision only: its own events would say "rewritten". */
+    void (*log)(void *, const audit_event *) = px->lock.log;
+    px->lock.log = NULL;
+    lock_action act = lock_decide(&px->lock, &c, s->req.argc, s->req.argv, frame, framelen, &op);
+    px->lock.log = log;
+    lock_op_free(op);
+    if (act == LOCK_FORWARD) return;
+    px->unchecked_lock_cmds++;
+    s->unchecked++;
+    const resp_arg *key = &s->req.argv[1];
+    for (int i = 1; i < s->req.argc; i++)     /* DEL names its lock keys anywhere */
+        if (policy_match(px->policy, s->req.argv[i].ptr, s->req.argv[i].len) != NULL) { key = &s->req.argv[i]; break; }
+    lp_logf("lock_unchecked client=%s: a lock command passes unchecked (tracking lost); %llu on this "
+            "connection, %llu in all", s->peer, (unsigned long long)s->unchecked,
+            (unsigned long long)px->unchecked_lock_cmds);
+    if (log == NULL) return;
+    char detail[160];
+    snprintf(detail, sizeof(detail), "tracking lost on this connection: forwarded as sent (%llu on this "
+             "connection, %llu in all)", (unsigned long long)s->unchecked, (unsigned long long)px->unchecked_lock_cmds);
+    const policy_rule *r = policy_match(px->policy, key->ptr, key->len);
+    audit_event e;
+    memset(&e, 0, sizeof(e));
+    e.event = "lock_unchecked";
+    e.mode = r != NULL ? policy_mode_name(r->mode) : "-";
+    e.action = "forwarded";
+    e.rule = r != NULL ? r->prefix : "";
+    e.rule_len = r != NULL ? r->prefix_len : 0;
+    e.key = key->ptr;
+    e.key_len = key->len;
+    e.client = s->peer;
+    e.client_name = s->pg.name;
+    e.client_name_len = s->pg.name_len;
+    e.detail = detail;
+    e.held_ms = -1;
+    log(px->lock.log_ud, &e);
+}
+
 /* Asks the lock policy about the request just framed (at pos in b). Returns 0 when it is
  * forwarded as usual; 1 when the policy took it, with *consumed the bytes it covered. Each
  * command is judged on its own: several workers may share one connection, so a SETNX and
@@ -147,25 +192,28 @@ static int lock_request(session *s, const resp_command *cmd, lp_block *b, size_t
     else px->m.lock_forwarded++;
     if (s->pg.in_multi) lock_txn_note(&s->txn, cmd, r->argc, r->argv);
     if (act == LOCK_FORWARD) { lock_op_free(op); return 0; }
+    if (s->pg.in_multi) lock_txn_queued(&s->txn, op);
     int silent = pairing_silent(&s->pg);
-    if (silent && s->pg.in_multi) {
-        lock_op_free(op);
-        return 0;    /* replies off inside MULTI: forwarded as it is */
-    }
     /* What came before this request goes first. */
     if (pos > fwd_start) sess_emit(s, &s->to_up, b, fwd_start, pos - fwd_start);
-    s->pg.skip_cur = 0;   /* resetClient(), for this request and a merged EXPIRE */
     *consumed = framelen;
     if (silent) {
-        /* Replies are off: the rewrite still goes out (EVAL, since a NOSCRIPT could not be
-         * seen) and nothing is paired. An acquire is taken as done: its lease is cached and
-         * renewed, which checks the record in Redis, so one that failed renews nothing. */
+        /* Replies are off or skipped: the rewrite still goes out (EVAL, since a NOSCRIPT
+         * could not be seen) and nothing is paired. An acquire is taken as done: its lease is
+         * cached and renewed, which checks the record in Redis, so one that failed renews
+         * nothing. A command the proxy answers itself sends nothing but, under SKIP, an empty
+         * line: Redis ends a SKIP at every frame, and the client's frame did not go. Inside
+         * MULTI (replies off) the rewrite is queued, and its EXEC reply is never sent. */
         if (act == LOCK_SEND) {
             const lp_str *bytes = lock_op_uses_sha(op) ? lock_op_retry(op) : lock_op_send(op);
             if (bytes->len > 0) sess_emit_copy(s, &s->to_up, bytes->p, bytes->len);
             else sess_emit(s, &s->to_up, b, pos, framelen);
             lock_op_sent_silently(&px->lock, op);
+        } else if (s->pg.skip_cur) {
+            sess_emit_copy(s, &s->to_up, "\r\n", 2);
         }
+        if (s->pg.in_multi) s->pg.multi_count++;
+        s->pg.skip_cur = 0;   /* resetClient(), for this request */
         lock_op_free(op);
         return 1;
     }
@@ -225,9 +273,15 @@ void sess_process_client_input(session *s) {
             fwd_start = pos = b->len;
             if (pairing_silent(&s->pg)) {
                 /* Redis closes "after the reply": with nothing left to write it never does,
-                 * and ignores what the client sends. */
-                sess_client_to(s, s->pg.qlen > 0 && !s->pg.raw ? CL_STOPPED : CL_DISCARDING);
-            } else if (s->pg.raw) {
+                 * and ignores what the client sends. A reply asked for in the same read is
+                 * still unwritten in Redis. With tracking lost, the queue's end cannot be
+                 * waited for: what has come is delivered, then the close. */
+                int owed = s->pg.qlen > 0 || s->pg.nexpected != s->pg.batch_mark;
+                if (owed && pairing_lost(&s->pg) && sess_barrier(s, "", 0, 1)) sess_client_to(s, CL_STOPPED);
+                else sess_client_to(s, !owed ? CL_DISCARDING : pairing_lost(&s->pg) ? CL_FLUSH_CLOSE : CL_STOPPED);
+            } else if (pairing_lost(&s->pg) && sess_barrier(s, s->req.errstr, s->req.errlen, 0)) {
+                sess_client_to(s, CL_STOPPED);
+            } else if (pairing_lost(&s->pg)) {
                 lp_block *e = lp_block_copy(s->req.errstr, s->req.errlen);
                 sess_emit(s, &s->to_client, e, 0, e->len);
                 lp_block_unref(e);
@@ -266,8 +320,13 @@ void sess_process_client_input(session *s) {
          * the client's own bytes can get that answer. */
         /* Nor is anything before authentication: Redis answers the client's own command
          * with NOAUTH, and would refuse a script's argument count as a protocol error. */
-        if (s->px->policy != NULL && cmd != NULL && (cmd->flags & CMDF_LOCK_KEY) && !s->pg.raw && s->req.argc >= 2 &&
-            (s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED) &&
+        if (s->px->policy != NULL && cmd != NULL && (cmd->flags & CMDF_LOCK_KEY) && pairing_lost(&s->pg) &&
+            s->req.argc >= 2)
+            log_unchecked(s, cmd, b->data + pos, framelen);
+        /* Nor while subscribed in RESP2, where Redis refuses the command by its name. */
+        if (s->px->policy != NULL && cmd != NULL && (cmd->flags & CMDF_LOCK_KEY) && !pairing_lost(&s->pg) &&
+            s->req.argc >= 2 && (s->pg.authed || s->px->auth_state == LP_AUTH_NOT_REQUIRED) &&
+            !(s->pg.proto == 2 && pairing_subscribed(&s->pg)) &&
             !(s->req.inline_req && framelen > RESP_INLINE_MAX_SIZE)) {
             size_t consumed;
             if (lock_request(s, cmd, b, fwd_start, pos, framelen, &consumed)) {
@@ -323,6 +382,7 @@ void sess_client_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
         s->lat_t0 = uv_hrtime();
         s->lat_skip = 0;
     }
+    if (!s->hold) s->pg.batch_mark = s->pg.nexpected;   /* a read of its own, for Redis too */
     sess_process_client_input(s);
     if (s->closing) return;
     if (s->pg.qlen > 0 && !s->pg.raw) s->lat_busy = 1;
@@ -338,6 +398,9 @@ void sess_client_eof(session *s) {
     sess_client_to(s, CL_HALF_CLOSED);
     lp_block_unref(s->in);
     s->in = NULL;
+    /* Requests framed just now go out before a half-close is passed on after them. */
+    sess_flush(s);
+    if (s->closing) return;
     sess_eof_progress(s);
     sess_update_reading(s);
     sess_maybe_finish(s);

@@ -119,6 +119,8 @@ struct session {
     lock_txn txn;                 /* the lock commands of a transaction (policy/lock.h) */
     unsigned hold : 1;            /* a lock command is out: the requests behind it wait */
     unsigned capturing : 1;       /* the reply in progress is kept whole, for policy/lock.c */
+    unsigned exec_header : 1;     /* reading a split EXEC's header line into cap (pairing.h) */
+    unsigned raw_unscanned : 1;   /* tracking lost and the replies no longer framed (not RESP) */
     lp_str cap;
     /* An EXEC reply carrying rewritten commands is streamed element by element (replypath.c):
      * the header is rewritten, the elements of lock commands are captured one at a time and
@@ -137,6 +139,7 @@ struct session {
      * pass through both ways unframed (no pairing, no lock rules, no upstream-timeout;
      * backpressure as ever). Redis refuses keyspace commands from a replica connection. */
     unsigned repl_stream : 1;
+    uint64_t unchecked;           /* lock commands forwarded unchecked after tracking was lost */
 
     /* client input */
     lp_block *in;                 /* block holding the frame in progress, or NULL */
@@ -189,6 +192,12 @@ void sess_client_eof(session *s);
 void sess_queue_local(session *s, const char *bytes, size_t len, int close_after);
 void sess_lose_tracking(session *s, const char *why);
 void sess_start_repl_stream(session *s);
+/* Tracking lost and a protocol error's line (line; empty when replies are silenced) is due
+ * after the replies to the requests before it, whose end Redis does not mark: sends Redis the
+ * proxy's own DISCARD and PING <marker> (with a CLIENT REPLY ON between when silent), passes the
+ * replies until their answers (dropped), then queues the line and the close. Returns 0 when
+ * it cannot (the replies are no longer framed): the caller does without. */
+int sess_barrier(session *s, const char *line, size_t len, int silent);
 void lp_alloc_up(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void sess_upstream_lost(session *s, const char *why);
 void sess_up_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);

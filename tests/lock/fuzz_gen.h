@@ -56,7 +56,8 @@ FZ_FN int fz_pct(fz_rng *r, int pct) { return fz_below(r, 100) < pct; }
 enum {
     FZ_HOSTILE = 1 << 0,       /* hostile numbers as TTLs (INT64 limits, "010", " 10", ...) */
     FZ_TRACKING = 1 << 1,      /* SUBSCRIBE, HELLO, CLIENT REPLY queued inside MULTI, HELLO
-                                * while replies are off: the proxy stops pairing replies */
+                                * while replies are off: accounting changes at EXEC (the model
+                                * calls the pipeline unsure) */
     FZ_SETNAME_USER = 1 << 2,  /* HELLO 2 AUTH setname <pw>: a user called "setname" */
     FZ_AUTH = 1 << 3,          /* AUTH fuzzuser, HELLO 3 AUTH fuzzuser <pw> SETNAME x */
     FZ_MULTI = 1 << 4,         /* MULTI/EXEC/DISCARD/WATCH, nested and stray ones */

@@ -302,6 +302,56 @@ static void test_exec(void)
     lock_op_free(op);
 }
 
+/* Inside one MULTI, lock commands queued after an acquire are judged with that acquire's
+ * lease (EXEC runs them after it), not with an older lease of the connection's cache; in the
+ * database the acquire was queued in; the latest acquire of a key counts. */
+#define NEW_TOK_SHA1 "09cd5acf9ab2e1a894fb978c6ddab3b998e50d19"   /* printf new-tok | sha1sum */
+#define OLD_TOK_SHA1 "5766ba9984eafe7a0f66b61dcde0f581c6d5efc1"   /* printf old-tok | sha1sum */
+static void test_txn_lease(void)
+{
+    lock_client a = client(40);
+    lock_op *op = NULL;
+    decide(&a, "SET lock:t old-tok NX PX 5000", &op);
+    lp_str out = {0};
+    lock_op_reply(&ctx, op, "*2\r\n:1\r\n:5000\r\n", 16, 0, &out);
+    lp_str_free(&out);
+    lock_op_free(op);
+    lock_txn t = {0};
+    lock_txn_begin(&t);
+    lock_client m = client(40);
+    m.in_multi = 1;
+    m.txn = &t;
+    decide(&m, "SETNX lock:t new-tok", &op);
+    lock_txn_queued(&t, op);
+    char id[48];
+    const char *tid, *tok;
+    size_t toklen;
+    ok(lock_txn_lease(&t, "lock:t", 6, 0, &tid, &tok, &toklen) && toklen == 40 && memcmp(tok, NEW_TOK_SHA1, 40) == 0,
+       "an acquire queued in MULTI gives its lease (the token's SHA-1) to the transaction");
+    snprintf(id, sizeof id, "%s", tid);
+    lock_op_free(op);
+    decide(&m, "EXPIRE lock:t 60", &op);
+    ok(op && has(lock_op_send(op), NEW_TOK_SHA1) && has(lock_op_send(op), id) && !has(lock_op_send(op), OLD_TOK_SHA1),
+       "  an EXPIRE queued after it carries that lease, not the connection's older one");
+    lock_op_free(op);
+    decide(&m, "DEL lock:t", &op);
+    ok(op && has(lock_op_send(op), NEW_TOK_SHA1), "  so does a DEL");
+    lock_op_free(op);
+    ok(!lock_txn_lease(&t, "lock:t", 6, 1, &tid, &tok, &toklen), "  not in another database");
+    lock_client m1 = m;
+    m1.db = 1;
+    decide(&m1, "EXPIRE lock:t 60", &op);
+    ok(op && !has(lock_op_send(op), NEW_TOK_SHA1), "  an EXPIRE of the key in database 1 does not carry it");
+    lock_op_free(op);
+    lock_client outside = client(40);
+    decide(&outside, "EXPIRE lock:t 60", &op);
+    ok(op && has(lock_op_send(op), OLD_TOK_SHA1), "  outside MULTI the connection's own lease counts");
+    lock_op_free(op);
+    lock_txn_begin(&t);
+    ok(!lock_txn_lease(&t, "lock:t", 6, 0, &tid, &tok, &toklen), "  a new MULTI starts with none");
+    lock_txn_free(&t);
+}
+
 int main(void)
 {
     plan_lazy();
@@ -310,6 +360,7 @@ int main(void)
     test_replies();
     test_cache();
     test_exec();
+    test_txn_lease();
     lease_table_free(ctx.leases);
     audit_once_free(ctx.script_once);
     lock_ctx_free(&ctx);

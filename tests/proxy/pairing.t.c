@@ -6,9 +6,12 @@
  *                  " !discard" after " ;" is the verdict it must get (none: no flag at all)
  *   "<A BYTES"     a reply frame that must be the answer to the head request; "<O" out of
  *                  band, "<L" tracking lost, "<C" captured for the policy, "<S" swallowed
+ *   "<H LINE"      the header line of a split EXEC (the head entry must want one); a trailing
+ *                  " ;!lost" says the transaction leaves the proxy unsure
+ *   "=held" / "=free"  whether requests wait behind a split EXEC (pairing_exec_done not yet)
  *   "#N"           N replies are still owed by the queue
  *   "=raw" / "=proto3" / "=db1" / "=name:x" / "=noname" / "=authed" / "=unauthed" /
- *   "=monitor" / "=sub2"    state checks
+ *   "=monitor" / "=sub2" / "=off" / "=on" / "=skip" / "=losing"    state checks
  * Replies use \r\n; "<C" and "<S" steps are judged as captured (the head was OP, EXEC or
  * SWALLOW when they started), as the session does. */
 #include "tap.h"
@@ -68,6 +71,27 @@ static void run(const char *name, const char *const *steps, int authed, int auth
             if (v.lost) pairing_lose(&p);   /* as the session does */
             const char *want = semi ? semi + 2 : "";
             failed = !is_string(req_flags(v), want, "%s", what);
+        } else if (st[0] == '<' && st[1] == 'H') {
+            char line[64];
+            const char *semi = strstr(st, " ;");
+            size_t n = semi ? (size_t)(semi - st - 3) : strlen(st + 3);
+            snprintf(line, sizeof line, "%.*s", (int)n, st + 3);
+            if (!pairing_wants_header(&p)) { failed = !ok(0, "%s: a header is wanted", what); break; }
+            lp_str hdr = {0};
+            const char *lost = NULL;
+            pairing_exec_header(&p, line, strlen(line), &hdr, &lost);
+            if (lost) pairing_lose(&p);
+            lp_str_free(&hdr);
+            failed = !is_int(lost != NULL, semi != NULL, "%s", what);
+        } else if (strcmp(st, "=held") == 0 || strcmp(st, "=free") == 0) {
+            int done = pairing_exec_done(&p);
+            failed = !is_int(!done, st[1] == 'h', "%s", what);
+            if (done) p.exec_hold = 0;
+        } else if (strcmp(st, "=off") == 0 || strcmp(st, "=on") == 0 || strcmp(st, "=skip") == 0) {
+            int want = st[1] == 'o' && st[2] == 'f' ? 1 : st[1] == 's' ? 2 : 0;
+            failed = !is_int(p.reply_off ? 1 : p.skip_cur ? 2 : 0, want, "%s", what);
+        } else if (strcmp(st, "=losing") == 0) {
+            failed = !ok(p.losing && !p.raw, "%s", what);
         } else if (st[0] == '<') {
             char kind = st[1];
             const char *bytes = st + 3;
@@ -164,7 +188,23 @@ int main(void)
     run("reply skip", S("> CLIENT REPLY SKIP", "> GET a", "#0", "> GET b", "#1"), 1, 0);
     run("skip ended by an empty frame", S("> CLIENT REPLY SKIP", "> ", "> GET b", "#1"), 1, 0);
     run("reply on while skipping", S("> CLIENT REPLY SKIP", "> CLIENT REPLY ON", "#1"), 1, 0);
-    run("client reply inside multi loses tracking", S("> MULTI", "> CLIENT REPLY OFF ; !lost"), 1, 0);
+    /* CLIENT REPLY, SUBSCRIBE, HELLO, SELECT inside MULTI take effect at EXEC, element by
+     * element (a split EXEC: the requests behind it wait for its header and elements). */
+    run("client reply off inside multi", S("> MULTI", "> CLIENT REPLY OFF", "> GET a", "> EXEC ; !hold", "#4",
+                                           "<A +OK\r\n", "<A +QUEUED\r\n", "<A +QUEUED\r\n", "=held", "<H *2\r\n",
+                                           "#0", "=off", "=free", "> GET b", "#0"), 1, 0);
+    run("client reply skip inside multi", S("> MULTI", "> CLIENT REPLY SKIP", "> GET a", "> EXEC ; !hold",
+                                            "<A +OK\r\n", "<A +QUEUED\r\n", "<A +QUEUED\r\n", "<H *2\r\n", "#1",
+                                            "=skip", "=held", "<A $-1\r\n", "=free", "> GET b", "#0", "> GET c", "#1"), 1, 0);
+    run("off then on inside multi", S("> CLIENT REPLY OFF", "> CLIENT REPLY ON", "<A +OK\r\n", "> MULTI",
+                                      "> CLIENT REPLY OFF", "> GET a", "> CLIENT REPLY ON", "> GET b", "> EXEC ; !hold",
+                                      "#6", "<A +OK\r\n", "<A +QUEUED\r\n", "<A +QUEUED\r\n", "<A +QUEUED\r\n",
+                                      "<A +QUEUED\r\n", "<H *4\r\n", "#2", "=on", "<A +OK\r\n", "<A $-1\r\n",
+                                      "=free"), 1, 0);
+    run("client reply on inside multi, discarded", S("> MULTI", "> CLIENT REPLY ON", "> DISCARD", "#3",
+                                                     "> GET a", "#4"), 1, 0);
+    run("exec that did not run", S("> MULTI", "> CLIENT REPLY OFF", "> EXEC ; !hold", "<A +OK\r\n",
+                                   "<A +QUEUED\r\n", "<H *-1\r\n", "=on", "=free", "#0"), 1, 0);
     run("quit with replies off", S("> CLIENT REPLY OFF", "> QUIT ; !discard", "#0"), 1, 0);
     run("quit", S("> QUIT ; !quit", "#1", "<A +OK\r\n"), 1, 0);
     /* SYNC/PSYNC hold what follows until their reply: an error line answers them. */
@@ -176,38 +216,56 @@ int main(void)
                                                       "> PSYNC ? -1", "#1", "=monitor"), 1, 0);
     run("sync with replies off loses tracking", S("> CLIENT REPLY OFF", "> SYNC ; !lost", "=raw"), 1, 0);
     /* Subscriptions. */
-    run("subscribe two", S("> SUBSCRIBE a b", "#1",
+    run("subscribe two", S("> SUBSCRIBE a b ; !hold", "#1",
                            "<A *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
                            "<A *3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n", "#0", "=sub2",
                            "<O *3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
-                           "> UNSUBSCRIBE", "<A *3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n",
+                           "> UNSUBSCRIBE ; !hold", "<A *3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n",
                            "<A *3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n", "#0", "=sub0"), 1, 0);
-    run("bare unsubscribe when not subscribed", S("> UNSUBSCRIBE",
+    run("bare unsubscribe when not subscribed", S("> UNSUBSCRIBE ; !hold",
                            "<A *3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", "#0"), 1, 0);
-    run("subscribe inside multi loses tracking at exec",
-        S("> MULTI", "> SUBSCRIBE a", "> EXEC ; !lost", "=raw"), 1, 0);
+    run("subscribe two inside multi", S("> MULTI", "> SUBSCRIBE a b", "> PING", "> EXEC ; !hold", "<A +OK\r\n",
+                                        "<A +QUEUED\r\n", "<A +QUEUED\r\n", "<H *2\r\n",
+                                        "<A *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+                                        "<A *3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n", "=sub2",
+                                        "<A *2\r\n$4\r\npong\r\n$0\r\n\r\n", "#0", "=free"), 1, 0);
+    run("subscribe after off inside multi", S("> MULTI", "> CLIENT REPLY OFF", "> SUBSCRIBE a", "> EXEC ; !hold",
+                                              "<A +OK\r\n", "<A +QUEUED\r\n", "<A +QUEUED\r\n",
+                                              "<H *2\r\n ;!lost", "=raw"), 1, 0);
     run("subscribe with replies off", S("> CLIENT REPLY OFF", "> SUBSCRIBE a ; !lost"), 1, 0);
     run("subscribe arity error", S("> SUBSCRIBE", "#1", "<A -ERR wrong number of arguments\r\n"), 1, 0);
-    run("resp3 push confirmation", S("> HELLO 3", "<A %1\r\n+proto\r\n:3\r\n", "=proto3", "> SUBSCRIBE a",
+    run("resp3 push confirmation", S("> HELLO 3 ; !hold", "<A %1\r\n+proto\r\n:3\r\n", "=proto3", "> SUBSCRIBE a ; !hold",
                                      "<A >3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", "#0",
                                      "<O >3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n"), 1, 0);
     /* MONITOR. */
     run("monitor", S("> MONITOR", "<A +OK\r\n", "=monitor", "<O +1700000000.1 [0 1.2.3.4:5] \"get\"\r\n",
                      "> DEBUG DIGEST", "<A +0000000000000000000000000000000000000000\r\n"), 1, 0);
     /* HELLO, RESET. */
-    run("hello fails", S("> HELLO 4", "<A -NOPROTO unsupported protocol version\r\n", "=proto2"), 1, 0);
-    run("hello with replies off", S("> CLIENT REPLY OFF", "> HELLO 3 ; !lost"), 1, 0);
-    run("hello inside multi", S("> MULTI", "> HELLO 3", "> EXEC ; !lost"), 1, 0);
-    run("reset", S("> HELLO 3", "<A %1\r\n+a\r\n:1\r\n", "> SELECT 1", "<A +OK\r\n", "=db1",
+    run("hello fails", S("> HELLO 4 ; !hold", "<A -NOPROTO unsupported protocol version\r\n", "=proto2"), 1, 0);
+    run("hello with replies off", S("> CLIENT REPLY OFF", "> HELLO 3", "=proto3", "> HELLO 4", "=proto3"), 1, 0);
+    run("hello auth with replies off", S("> CLIENT REPLY OFF", "> HELLO 3 AUTH u p ; !lost", "=raw"), 1, 0);
+    run("hello inside multi", S("> MULTI", "> HELLO 3", "> SELECT 2", "> EXEC ; !hold", "<A +OK\r\n",
+                                "<A +QUEUED\r\n", "<A +QUEUED\r\n", "<H *2\r\n", "=proto2",
+                                "<A %1\r\n+proto\r\n:3\r\n", "=proto3", "=db0", "<A +OK\r\n", "=db2"), 1, 0);
+    run("select inside multi that fails", S("> MULTI", "> SELECT 99", "> EXEC ; !hold", "<A +OK\r\n",
+                                            "<A +QUEUED\r\n", "<H *1\r\n",
+                                            "<A -ERR DB index is out of range\r\n", "=db0"), 1, 0);
+    run("select with replies off", S("> CLIENT REPLY OFF", "> SELECT 1", "=db1", "> SELECT x", "=db1"), 1, 0);
+    run("reset with replies off answers", S("> CLIENT REPLY OFF", "> RESET ; !hold", "#1", "<A +RESET\r\n", "=on",
+                                            "> GET a", "#1"), 1, 0);
+    run("reset skipped", S("> HELLO 3 ; !hold", "<A %1\r\n+a\r\n:1\r\n", "> CLIENT REPLY SKIP", "> RESET", "#0",
+                           "=proto2", "> GET a", "#1"), 1, 0);
+    run("reset", S("> HELLO 3 ; !hold", "<A %1\r\n+a\r\n:1\r\n", "> SELECT 1 ; !hold", "<A +OK\r\n", "=db1",
                    "> CLIENT SETNAME n1", "<A +OK\r\n", "=name:n1",
-                   "> RESET", "<A +RESET\r\n", "=proto2", "=db0", "=noname"), 1, 0);
+                   "> RESET ; !hold", "<A +RESET\r\n", "=proto2", "=db0", "=noname"), 1, 0);
     /* SELECT. */
-    run("select", S("> SELECT 3", "<A +OK\r\n", "=db3", "> SELECT 010", "<A -ERR value is not an integer\r\n",
-                    "=db3", "> SELECT 99", "<A -ERR DB index is out of range\r\n", "=db3"), 1, 0);
+    run("select", S("> SELECT 3 ; !hold", "<A +OK\r\n", "=db3", "> SELECT 010",
+                    "<A -ERR value is not an integer\r\n", "=db3", "> SELECT 99 ; !hold",
+                    "<A -ERR DB index is out of range\r\n", "=db3"), 1, 0);
     /* Names: only what Redis accepted. */
     run("setname refused", S("> CLIENT SETNAME a", "<A +OK\r\n", "=name:a",
                              "> CLIENT SETNAME b", "<A -ERR Client names cannot contain spaces\r\n", "=name:a"), 1, 0);
-    run("hello setname", S("> HELLO 2 SETNAME w1", "<A *2\r\n$1\r\na\r\n:1\r\n", "=name:w1"), 1, 0);
+    run("hello setname", S("> HELLO 2 SETNAME w1 ; !hold", "<A *2\r\n$1\r\na\r\n:1\r\n", "=name:w1"), 1, 0);
     run("hello auth failure names nobody", S("> HELLO 2 AUTH u wrong SETNAME forged ; !hold",
                                              "<A -WRONGPASS invalid username-password pair\r\n", "=noname"), 0, LP_AUTH_REQUIRED);
     run("hello auth user named setname", S("> HELLO 2 AUTH setname pw ; !hold",
@@ -219,7 +277,7 @@ int main(void)
                   "<A +OK\r\n", "=authed"), 0, LP_AUTH_REQUIRED);
     run("quit proves nothing", S("> QUIT ; !quit", "<A +OK\r\n", "=unauthed"), 0, LP_AUTH_UNKNOWN);
     run("a probe", S("> GET a", "<A $-1\r\n", "=authed"), 0, LP_AUTH_UNKNOWN);
-    run("reset falls back to the default", S("> AUTH pw ; !hold", "<A +OK\r\n", "=authed", "> RESET",
+    run("reset falls back to the default", S("> AUTH pw ; !hold", "<A +OK\r\n", "=authed", "> RESET ; !hold",
                                               "<A +RESET\r\n", "=unauthed"), 0, LP_AUTH_REQUIRED);
     /* Blocking commands get an entry of their own. */
     run("blocking", S("> GET a", "> BLPOP q 0", "> GET b", "#3", "<A $-1\r\n", "<A *-1\r\n", "<A $-1\r\n", "#0"), 1, 0);
@@ -246,7 +304,7 @@ int main(void)
         resp_reply_free(&rp);
         pairing_free(&p);
     }
-    /* Locals survive the loss of tracking, in order. */
+    /* At the loss of tracking every reply owed is still paired, locals in their place; then raw. */
     {
         lp_pairing p;
         pairing_init(&p, 1);
@@ -255,13 +313,31 @@ int main(void)
         pairing_expect(&p, 1);
         pairing_push_local(&p, "+L2\r\n", 5, 1);
         pairing_lose(&p);
-        ok(p.raw, "lose: raw");
-        is_int(p.qlen, 2, "  two locals left");
+        ok(p.losing && !p.raw, "lose: draining, not raw yet");
+        is_int(p.qlen, 4, "  every entry kept");
+        resp_request rq;
+        resp_request_init(&rq);
+        size_t used;
+        resp_request_parse(&rq, "GET x\r\n", 7, &used);
+        pair_req v = pairing_request(&p, &rq, NULL);
+        is_int(p.qlen, 4, "  a request after the loss is not accounted for");
+        ok(v.lost == NULL && !v.hold, "  and gets no verdict");
+        resp_request_free(&rq);
+        resp_reply rp;
+        resp_reply_init(&rp);
+        resp_reply_scan(&rp, "+OK\r\n", 5, &used);
+        is_int(pairing_reply(&p, &rp, 0, 0).kind, PAIR_ANSWER, "  an owed reply is still an answer");
+        is_int(pairing_reply(&p, &rp, 0, 0).kind, PAIR_ANSWER, "  the second too");
+        resp_reply_free(&rp);
         pend *h = pairing_head(&p);
-        ok(h && h->kind == PEND_LOCAL && h->local_len == 5 && memcmp(h->local, "+L1", 3) == 0, "  first local first");
+        ok(h && h->kind == PEND_LOCAL && h->local_len == 5 && memcmp(h->local, "+L1", 3) == 0, "  then the first local");
+        pairing_pop(&p);
+        ok(!p.raw, "  not raw while one reply is owed");
         pairing_pop(&p);
         h = pairing_head(&p);
-        ok(h && h->close_after && memcmp(h->local, "+L2", 3) == 0, "  then the second, with its close");
+        ok(h && h->close_after && memcmp(h->local, "+L2", 3) == 0, "  then the second local, with its close");
+        pairing_pop(&p);
+        ok(p.raw && p.qlen == 0, "  raw once the queue is empty");
         pairing_free(&p);
     }
     return 0;
