@@ -118,6 +118,10 @@ static void publish(lp_admin *a) {
     s.connections = px->nclients > 0 ? (uint64_t)px->nclients : 0;
     s.leases_live = lease_count_live(px->leases, (int64_t)uv_now(px->loop));
     s.leases_cached = lease_count(px->leases);
+    s.lease_bytes = lease_bytes(px->leases);
+    s.lease_budget = px->cfg->lease_cache_bytes > 0 ? (uint64_t)px->cfg->lease_cache_bytes : 0;
+    s.lease_evicted_live = lease_evicted(px->leases, 1);
+    s.lease_evicted_ended = lease_evicted(px->leases, 0);
     s.renewing = lp_renewer_count(px->renewer);
     s.audit_dropped = lp_auditlog_dropped(px->audit);
     s.rules = px->policy ? policy_count(px->policy) : 0;

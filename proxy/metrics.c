@@ -304,6 +304,14 @@ char *lp_metrics_render(const lp_metrics_snap *s, const char *version, size_t *l
     family(&o, "lockproxy_lease_cache_entries", "gauge",
            "Leases in the proxy's cache, ended ones kept for late-release detection included.");
     sample(&o, "lockproxy_lease_cache_entries", NULL, s->leases_cached);
+    family(&o, "lockproxy_lease_cache_bytes", "gauge", "Bytes the lease cache holds.");
+    sample(&o, "lockproxy_lease_cache_bytes", NULL, s->lease_bytes);
+    family(&o, "lockproxy_lease_cache_budget_bytes", "gauge", "The lease cache's budget (lease-cache-bytes).");
+    sample(&o, "lockproxy_lease_cache_budget_bytes", NULL, s->lease_budget);
+    family(&o, "lockproxy_lease_cache_evictions_total", "counter",
+           "Leases the budget evicted from the cache: live (before their deadline; the lease record in Redis still decides) or ended.");
+    sample(&o, "lockproxy_lease_cache_evictions_total", "state=\"live\"", s->lease_evicted_live);
+    sample(&o, "lockproxy_lease_cache_evictions_total", "state=\"ended\"", s->lease_evicted_ended);
     family(&o, "lockproxy_renewing_locks", "gauge", "Locks the proxy renews now.");
     sample(&o, "lockproxy_renewing_locks", NULL, s->renewing);
     family(&o, "lockproxy_renewals_total", "counter",

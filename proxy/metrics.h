@@ -83,6 +83,10 @@ typedef struct lp_metrics_snap {
     uint64_t connections;               /* client connections open */
     uint64_t leases_live;               /* leases in the proxy's cache, not yet ended */
     uint64_t leases_cached;             /* ... including ended ones kept for late releases */
+    uint64_t lease_bytes;               /* the cache's bytes (lease-cache-bytes is its budget) */
+    uint64_t lease_budget;
+    uint64_t lease_evicted_live;        /* evicted by the budget before their deadline */
+    uint64_t lease_evicted_ended;
     uint64_t renewing;                  /* locks being renewed */
     uint64_t audit_dropped;             /* audit lines dropped by the writer */
     uint64_t rules;                     /* lock rules loaded */

@@ -295,7 +295,7 @@ int main(void) {
     /* A long shutdown-timeout: the drain test below ends the drain itself. */
     char conf[4200];
     snprintf(conf, sizeof conf, "%s/lockproxy.conf", hp_tmpdir());
-    write_file(conf, "shutdown-timeout 120s\n");
+    write_file(conf, "shutdown-timeout 120s\nlease-cache-bytes 1mb\n");
     const char *const args[] = {"-c", conf, "--admin", admin, "--policy", policy, "--log", logpath, NULL};
     hp_proc *proxy = hp_proxy_start(redis, args);
 
@@ -310,6 +310,11 @@ int main(void) {
     is_int(bad, 0, "/metrics parses as the Prometheus text format (%d samples)", nsamples);
     ok(nsamples >= 40, "... with every family's samples (%d)", nsamples);
     ok(hp_buf_has(&body, "lockproxy_build_info{version=\"", 30), "build info is there");
+    is_int((long long)sample(&body, "lockproxy_lease_cache_budget_bytes"), 1048576,
+           "the lease cache's budget is lease-cache-bytes (1mb)");
+    ok(sample(&body, "lockproxy_lease_cache_bytes") >= 0 &&
+           sample(&body, "lockproxy_lease_cache_evictions_total{state=\"live\"}") == 0,
+       "the lease cache's bytes and evictions are there");
 
     /* Known traffic: N requests on one connection. */
     double req0 = scrape("lockproxy_requests_total"), acc0 = scrape("lockproxy_connections_accepted_total");
