@@ -24,6 +24,22 @@ static int addr_roundtrip(const char *what, const lp_addr *a)
     return 0;
 }
 
+/* A sentinel:// upstream (then c.upstream is unused) formats to what parses back the same. */
+static int sentinel_roundtrip(const lp_sentinel_cfg *a)
+{
+    char text[LP_SENTINELS_MAX * 300 + 256], err[512];
+    lp_sentinel_cfg b;
+    lp_sentinel_format(a, text, sizeof(text));
+    if (lp_sentinel_parse(text, &b, err, sizeof(err)) < 0)
+        return fail("config: upstream formats as '%s', which does not parse: %s", text, err);
+    int same = a->n == b.n && strcmp(a->master, b.master) == 0;
+    for (int i = 0; same && i < a->n; i++)
+        same = strcmp(a->addr[i].host, b.addr[i].host) == 0 && a->addr[i].port == b.addr[i].port;
+    if (!same)
+        return fail("config: upstream formats as '%s', which parses to other sentinels", text);
+    return 0;
+}
+
 /* lp_config_print() into a malloc'd string. */
 static char *print_config(const lp_config *c, size_t *len)
 {
@@ -89,7 +105,9 @@ int lpf_check_config(const uint8_t *data, size_t size)
         }
         if (rc == 0)
             rc = addr_roundtrip("listen", &c.listen);
-        if (rc == 0)
+        if (rc == 0 && c.sentinel.n > 0)
+            rc = sentinel_roundtrip(&c.sentinel);
+        else if (rc == 0)
             rc = addr_roundtrip("upstream", &c.upstream);
     }
     lp_config_free(&c);
