@@ -91,17 +91,7 @@ static void probe(lp_admin *a) {
         a->probe = lp_upconn_open(a->px->loop, &cfg->upstream, (const struct sockaddr *)&a->px->upstream_sa,
                                   PROBE_TIMEOUT_MS);
         if (a->probe == NULL) { set_health(a, 0, "out of memory"); return; }
-        if (cfg->upstream_password[0] != '\0') {
-            lp_str cmd = {0};
-            int user = cfg->upstream_user[0] != '\0';
-            resp_enc_head(&cmd, user ? 3 : 2);
-            resp_enc_cstr(&cmd, "AUTH");
-            if (user) resp_enc_cstr(&cmd, cfg->upstream_user);
-            resp_enc_cstr(&cmd, cfg->upstream_password);
-            lp_upconn_send(a->probe, cmd.p, cmd.len, auth_reply, a);
-            explicit_bzero(cmd.p, cmd.len);
-            lp_str_free(&cmd);
-        }
+        lp_upconn_auth(a->probe, cfg->upstream_user, cfg->upstream_password, auth_reply, a);
     }
     static const char ping[] = "*1\r\n$4\r\nPING\r\n";
     if (lp_upconn_send(a->probe, ping, sizeof(ping) - 1, ping_reply, a) < 0)

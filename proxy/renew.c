@@ -129,16 +129,7 @@ static lp_upconn *connection(lp_renewer *rn) {
     rn->up = lp_upconn_open(rn->px->loop, &cfg->upstream, (const struct sockaddr *)&rn->px->upstream_sa,
                             (int)cfg->connect_timeout_ms);
     rn->cur_db = 0;
-    if (rn->up != NULL && cfg->upstream_password[0] != '\0') {
-        lp_str a = {0};
-        int user = cfg->upstream_user[0] != '\0';
-        resp_enc_head(&a, user ? 3 : 2);
-        resp_enc_cstr(&a, "AUTH");
-        if (user) resp_enc_cstr(&a, cfg->upstream_user);
-        resp_enc_cstr(&a, cfg->upstream_password);
-        lp_upconn_send(rn->up, a.p, a.len, auth_reply, NULL);
-        lp_str_free(&a);
-    }
+    lp_upconn_auth(rn->up, cfg->upstream_user, cfg->upstream_password, auth_reply, NULL);
     return rn->up;
 }
 

@@ -368,16 +368,7 @@ static void fcheck_start(fcheck *fc, const struct sockaddr *sa, const char *mast
     snprintf(fc->master, sizeof(fc->master), "%s", master);
     for (size_t i = 0; i < fc->n; i++) fc->h[i].fc = fc;   /* the array no longer moves */
     fc->up = lp_upconn_open(px->loop, &tcp_addr, sa, (int)cfg->connect_timeout_ms);
-    if (cfg->upstream_password[0] != '\0') {
-        lp_str a = {0};
-        int user = cfg->upstream_user[0] != '\0';
-        resp_enc_head(&a, user ? 3 : 2);
-        resp_enc_cstr(&a, "AUTH");
-        if (user) resp_enc_cstr(&a, cfg->upstream_user);
-        resp_enc_cstr(&a, cfg->upstream_password);
-        lp_upconn_send(fc->up, a.p, a.len, ignore_reply, NULL);
-        lp_str_free(&a);
-    }
+    lp_upconn_auth(fc->up, cfg->upstream_user, cfg->upstream_password, ignore_reply, NULL);
     int db = 0;
     lp_str cmd = {0}, rec = {0};
     fc->pending = fc->n;
@@ -494,16 +485,7 @@ static void role_reply(lp_upconn *c, const redisReply *r, void *ud) {
 static void confirm_connect(lp_sentinel *sn) {
     const lp_config *cfg = sn->px->cfg;
     sn->v = lp_upconn_open(sn->px->loop, &tcp_addr, (const struct sockaddr *)&sn->cand_sa, timeout_ms(sn));
-    if (cfg->upstream_password[0] != '\0') {
-        lp_str a = {0};
-        int user = cfg->upstream_user[0] != '\0';
-        resp_enc_head(&a, user ? 3 : 2);
-        resp_enc_cstr(&a, "AUTH");
-        if (user) resp_enc_cstr(&a, cfg->upstream_user);
-        resp_enc_cstr(&a, cfg->upstream_password);
-        lp_upconn_send(sn->v, a.p, a.len, auth_reply, sn);
-        lp_str_free(&a);
-    }
+    lp_upconn_auth(sn->v, cfg->upstream_user, cfg->upstream_password, auth_reply, sn);
     static const char role[] = "*1\r\n$4\r\nROLE\r\n";
     if (lp_upconn_send(sn->v, role, sizeof(role) - 1, role_reply, sn) < 0) {
         lp_logf("sentinel: cannot connect to master candidate %s:%d: skipped", sn->cand_host, sn->cand_port);

@@ -1,5 +1,6 @@
 /* The proxy's own upstream connection: see upconn.h. */
 #include "proxy/upconn.h"
+#include "resp/encode.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -211,4 +212,18 @@ void lp_upconn_close(lp_upconn *c) {
     c->released = 1;
     if (!c->dead) fail_all(c);
     else if (c->open_handles == 0) handle_closed(&c->h.handle);
+}
+
+int lp_upconn_auth(lp_upconn *c, const char *user, const char *password, lp_upconn_cb cb, void *ud) {
+    if (password == NULL || password[0] == '\0') return 0;
+    int with_user = user != NULL && user[0] != '\0';
+    lp_str a = {0};
+    resp_enc_head(&a, with_user ? 3 : 2);
+    resp_enc_cstr(&a, "AUTH");
+    if (with_user) resp_enc_cstr(&a, user);
+    resp_enc_cstr(&a, password);
+    int rc = lp_upconn_send(c, a.p, a.len, cb, ud);
+    explicit_bzero(a.p, a.len);
+    lp_str_free(&a);
+    return rc;
 }

@@ -28,6 +28,9 @@ lp_upconn *lp_upconn_open(uv_loop_t *loop, const lp_addr *addr, const struct soc
                           int timeout_ms);
 /* Queues one command. Returns 0, or -1 when the connection is dead (cb is not called). */
 int lp_upconn_send(lp_upconn *c, const char *bytes, size_t len, lp_upconn_cb cb, void *ud);
+/* Queues AUTH [user] password (upstream-auth) when password is not empty; the encoded
+ * command is wiped once queued. Returns 0 when nothing was needed or it was queued, else -1. */
+int lp_upconn_auth(lp_upconn *c, const char *user, const char *password, lp_upconn_cb cb, void *ud);
 /* Pub/sub: once set, a reply that is an array whose first element is "message" (what a
  * SUBSCRIBE'd RESP2 connection receives) goes to cb instead of answering a command; the
  * SUBSCRIBE itself, and a PING sent while subscribed, are answered as commands. */
