@@ -344,7 +344,7 @@ void lock_op_free(lock_op *op) {
     free(op);
 }
 
-int lock_op_extra_elements(const lock_op *op) { return op->kind == OP_DROP ? -1 : op->merged ? 1 : 0; }
+int lock_op_extra_elements(const lock_op *op) { return op->merged ? 1 : 0; }
 
 unsigned lock_op_preload(const lock_op *op, lp_str *out) {
     if (op == NULL || op->multi_script == NULL) return 0;
@@ -382,13 +382,6 @@ int lock_op_multi_eval(lock_op *op) {
     lp_str_free(&op->send);
     op->send = out;
     return 0;
-}
-
-lock_op *lock_op_new_drop(void) {
-    lock_op *op = calloc(1, sizeof(*op));
-    if (op == NULL) abort();
-    op->kind = OP_DROP;
-    return op;
 }
 
 int lock_op_is_setnx(const lock_op *op) {

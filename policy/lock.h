@@ -122,15 +122,13 @@ int lock_op_merge_expire(lock_ctx *ctx, lock_op *op, int64_t wall_ms, int argc, 
 /* 1 for a rewritten SETNX, the kind that may wait for its EXPIRE inside MULTI. */
 int lock_op_is_setnx(const lock_op *op);
 
-/* Extra EXEC elements this op makes: 1 for a merged SETNX+EXPIRE, -1 for an op of
- * lock_op_new_drop (its element is left out), else 0. */
+/* Extra EXEC elements this op makes: 1 for a merged SETNX+EXPIRE, else 0. */
 int lock_op_extra_elements(const lock_op *op);
 
 /* An op queued in MULTI is an EVALSHA whose script must be loaded when EXEC runs it:
- * returns which script (a bit: 1, 2, 4, 8 or 16, one per script; 0 when op needs none) and, when out is not NULL,
- * appends "EVAL <script> 0" to it. The proxy queues that once per script and transaction
- * before the first op needing it, with a drop op (lock_op_new_drop) for its EXEC element
- * and its +QUEUED swallowed. */
+ * returns which script (a bit: 1, 2, 4, 8 or 16, one per script; 0 when op needs none) and,
+ * when out is not NULL, appends "EVAL <script> 0" to it. The proxy uses the bit to send the
+ * first op of each script in a transaction as that script's EVAL (lock_op_multi_eval). */
 unsigned lock_op_preload(const lock_op *op, lp_str *out);
 /* Makes an op queued in MULTI (an EVALSHA) an EVAL that carries its script: the proxy does
  * so for the first op of each script in a transaction. EXEC runs that EVAL before the
@@ -139,8 +137,6 @@ unsigned lock_op_preload(const lock_op *op, lp_str *out);
  * read-only replica, -OOM), with the error in the client's own reply. Returns 0, or -1 when
  * op is not such an EVALSHA. */
 int lock_op_multi_eval(lock_op *op);
-/* An op for a command the proxy queued in MULTI itself: its EXEC element is left out. */
-lock_op *lock_op_new_drop(void);
 
 void lock_op_free(lock_op *op);
 /* The bytes op holds (itself, its strings, its keys), for per-connection accounting. */

@@ -77,8 +77,7 @@ enum {
     OP_EXPIRE,          /* EXPIRE family: expire.lua */
     OP_PERSIST,         /* refused: :0 */
     OP_DEL,             /* DEL/UNLINK with lock keys: release.lua */
-    OP_PASS,            /* Redis refused scripts: the client's own command, reply unchanged */
-    OP_DROP             /* the proxy's own command queued in MULTI: its EXEC element goes */
+    OP_PASS             /* Redis refused scripts: the client's own command, reply unchanged */
 };
 
 enum {

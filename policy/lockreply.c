@@ -203,7 +203,6 @@ void lock_op_sent_silently(lock_ctx *ctx, lock_op *op) {
 
 int lock_op_reply(lock_ctx *ctx, lock_op *op, const char *frame, size_t len, int in_exec, lp_str *out) {
     int err = len > 0 && (frame[0] == '-' || frame[0] == '!');
-    if (op->kind == OP_DROP) return LOCK_REPLY_DONE;
     if (op->kind == OP_PASS) {
         lp_str_add(out, frame, len);
         return LOCK_REPLY_DONE;

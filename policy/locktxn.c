@@ -67,10 +67,7 @@ void lock_exec_reply(lock_ctx *ctx, multi_op *mops, int nmops, int proto, const 
         }
     }
     if (count < 0) { lp_str_add(out, f, len); return; }
-    int extra = 0;
-    for (int i = 0; i < nmops; i++)
-        if (mops[i].index < count) extra += lock_op_extra_elements(mops[i].op);
-    resp_enc_num(out, '*', count + extra);
+    resp_enc_num(out, '*', lock_exec_count(mops, nmops, count));
     size_t pos = (size_t)(nl + 1 - f);
     int m = 0;
     for (long long i = 0; i < count && pos < len; i++) {

@@ -881,10 +881,7 @@ int pairing_exec_header(lp_pairing *p, const char *line, size_t len, lp_str *hdr
     h->mspecs = NULL;
     h->nmspecs = 0;
     pairing_pop(p);
-    long long extra = 0;
-    for (int i = 0; i < ex.nmops; i++)
-        if (ex.mops[i].index < n) extra += lock_op_extra_elements(ex.mops[i].op);
-    resp_enc_num(hdr, '*', n + extra);
+    resp_enc_num(hdr, '*', lock_exec_count(ex.mops, ex.nmops, n));
     int off = 0, skip = 0, m = 0, k = 0;
     for (long long i = 0; i < n && *lost == NULL; i++) {
         while (m < ex.nmops && ex.mops[m].index < i) m++;
